@@ -1,0 +1,51 @@
+# flowlens. `make` lists the targets. `make run` and `make test` install what they need (apt, go install)
+# on a fresh Debian machine and skip what is already there.
+
+GO      ?= go
+BIN     := bin
+BINARIES := flow-exporter
+# Kernel tests need root; CI runs as root. Packages run one at a time: the kernel tests of one package
+# attach host-wide programs and time real connections, and two cores are easily oversubscribed.
+TESTFLAGS ?= -count=1 -p 1 -timeout 30m
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## install system packages and tools (clang, bpftool, libbpf-dev, iproute2, nftables, protoc); mount tracefs
+	@scripts/install-deps.sh
+
+.PHONY: generate
+generate: deps ## rebuild generated code (bpf2go objects and bindings) with the pinned tools
+	$(GO) generate ./bpf/...
+
+.PHONY: build
+build: ## build every binary into bin/
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./exporter/cmd/flow-exporter
+
+.PHONY: run
+run: deps build ## build and start the single-machine default (for now: a host-scope exporter printing JSON records)
+	@echo "flow-exporter: host scope, one JSON record per connection below; metrics at http://127.0.0.1:9477/metrics; Ctrl-C stops"
+	$(BIN)/flow-exporter --scope=host --output=stdout
+
+.PHONY: test
+test: deps ## install what the tests need and run them all (kernel tests need root)
+	$(GO) vet ./...
+	$(GO) test $(TESTFLAGS) ./...
+
+.PHONY: bench
+bench: deps build ## run the benchmarks and print their figures
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 30m ./... 
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: clean
+clean: ## remove built binaries
+	rm -rf $(BIN)

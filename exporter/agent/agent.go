@@ -1,0 +1,222 @@
+// Package agent runs flow-exporter: capture, flow table, a bounded queue and the output, with the
+// metrics endpoint, and shuts them down in order.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/flowlens/flowlens/exporter/capture"
+	"github.com/flowlens/flowlens/exporter/config"
+	"github.com/flowlens/flowlens/exporter/flow"
+	"github.com/flowlens/flowlens/exporter/flowtable"
+	"github.com/flowlens/flowlens/exporter/metrics"
+	"github.com/flowlens/flowlens/exporter/output"
+)
+
+// Agent is a running exporter. Start it with Start; it runs until its context ends, then Wait returns.
+type Agent struct {
+	cfg     config.Config
+	log     *zap.Logger
+	probe   *capture.Probe
+	metrics *metrics.Metrics
+	sink    output.Sink
+	queue   chan flow.Record
+	http    *http.Server
+	addr    net.Addr
+
+	stopping atomic.Bool // set once the final snapshot is in the ring buffer: the reader drains, then ends
+	done     chan error
+}
+
+// Start checks the machine, loads and attaches the programs and starts the goroutines. The agent stops
+// when ctx ends; Wait returns after the last record reached sink.
+func Start(ctx context.Context, cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, sink output.Sink) (*Agent, error) {
+	if err := capture.Preflight(""); err != nil {
+		return nil, err
+	}
+	var netns uint32
+	if cfg.Scope == "netns" {
+		ino, err := capture.NetnsInode(cfg.Netns)
+		if err != nil {
+			return nil, err
+		}
+		netns = ino
+	}
+	probe, err := capture.Open(capture.Options{
+		Netns:           netns,
+		MaxConnections:  cfg.MaxConnections,
+		RingBufferBytes: cfg.RingBufferBytes,
+	}, log)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		cfg:     cfg,
+		log:     log,
+		probe:   probe,
+		metrics: metrics.New(reg, probe.Drops, log),
+		sink:    sink,
+		queue:   make(chan flow.Record, cfg.QueueRecords),
+		done:    make(chan error, 1),
+	}
+	if cfg.MetricsAddr != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			probe.Close()
+			return nil, fmt.Errorf("metrics listener: %w", err)
+		}
+		a.addr = ln.Addr()
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+		a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server", zap.Error(err))
+			}
+		}()
+	}
+	go a.run(ctx)
+	log.Info("flow-exporter running", zap.String("scope", cfg.Scope), zap.Uint32("netns", netns),
+		zap.Duration("flush_interval", cfg.FlushInterval), zap.String("output", cfg.Output))
+	return a, nil
+}
+
+// MetricsAddr is where /metrics is served, or nil.
+func (a *Agent) MetricsAddr() net.Addr { return a.addr }
+
+// Wait blocks until the agent has stopped and every record reached the sink.
+func (a *Agent) Wait() error { return <-a.done }
+
+func (a *Agent) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	readerDone := make(chan struct{})
+	go func() { defer wg.Done(); defer close(readerDone); a.read() }()
+	go func() { defer wg.Done(); a.write() }()
+
+	a.snapshotLoop(ctx)
+
+	// Shutdown, sources first: detach so no new events arrive, report every open connection as an
+	// interim record, let the reader drain the ring buffer and flush the table, then the output.
+	a.probe.Detach()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err := a.probe.Snapshot(sctx, 0)
+	cancel()
+	if err != nil {
+		a.log.Error("final snapshot", zap.Error(err))
+	}
+	a.stopping.Store(true)
+	<-readerDone
+	wg.Wait()
+	if a.http != nil {
+		hctx, hcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = a.http.Shutdown(hctx)
+		hcancel()
+	}
+	a.probe.Close()
+	a.log.Info("flow-exporter stopped")
+	a.done <- err
+}
+
+func (a *Agent) snapshotLoop(ctx context.Context) {
+	t := time.NewTicker(a.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := a.probe.Snapshot(ctx, a.cfg.FlushInterval); err != nil && ctx.Err() == nil {
+				a.log.Error("snapshot", zap.Error(err))
+			}
+			a.metrics.Snapshots.Inc()
+		}
+	}
+}
+
+var kindNames = map[capture.Kind]string{
+	capture.KindClose: "close", capture.KindActive: "active", capture.KindResetSent: "reset_sent",
+}
+
+// read owns the flow table. It ends when stopping is set and the ring buffer is empty, then closes the queue.
+func (a *Agent) read() {
+	defer close(a.queue)
+	queueFull := a.metrics.Drops.WithLabelValues("queue", "full")
+	decodeErr := a.metrics.Drops.WithLabelValues("reader", "decode")
+	emitted := map[flow.Close]prometheus.Counter{}
+	for c := flow.CloseActive; c <= flow.CloseTimeout; c++ {
+		emitted[c] = a.metrics.Records.WithLabelValues(c.String())
+	}
+	events := map[capture.Kind]prometheus.Counter{}
+	for k, n := range kindNames {
+		events[k] = a.metrics.EventsRead.WithLabelValues(n)
+	}
+
+	table := flowtable.New(a.cfg.CloseGrace, func(r *flow.Record) {
+		r.LocalWorkload = a.cfg.Workload
+		select {
+		case a.queue <- *r:
+			emitted[r.Close].Inc()
+		default:
+			queueFull.Inc() // never block the reader: the kernel would drop instead, uncounted per record
+		}
+	})
+	tick := a.cfg.CloseGrace / 2
+	var ev capture.Event
+	for {
+		err := a.probe.Read(&ev, time.Now().Add(tick))
+		now := time.Now()
+		switch {
+		case err == nil:
+			if c, ok := events[ev.Kind]; ok {
+				c.Inc()
+			}
+			table.Add(&ev, now)
+		case capture.IsTimeout(err):
+			if a.stopping.Load() {
+				table.Flush()
+				return
+			}
+		case errors.Is(err, capture.ErrClosed):
+			table.Flush()
+			return
+		default:
+			decodeErr.Inc()
+			a.log.Warn("bad ring buffer record", zap.Error(err))
+		}
+		table.Expire(now)
+	}
+}
+
+func (a *Agent) write() {
+	sinkErr := a.metrics.Drops.WithLabelValues("output", "error")
+	for {
+		r, ok := <-a.queue
+		if !ok {
+			break
+		}
+		if err := a.sink.Write(&r); err != nil {
+			sinkErr.Inc()
+			a.log.Warn("output", zap.Error(err))
+		}
+		if len(a.queue) == 0 {
+			if err := a.sink.Flush(); err != nil {
+				a.log.Warn("output flush", zap.Error(err))
+			}
+		}
+	}
+	if err := a.sink.Flush(); err != nil {
+		a.log.Warn("output flush", zap.Error(err))
+	}
+}

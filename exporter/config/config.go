@@ -1,0 +1,170 @@
+// Package config defines flow-exporter's configuration: a typed struct filled by viper from flags,
+// FLOWLENS_ environment variables and an optional YAML file (in that order of precedence), then validated.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/flowlens/flowlens/exporter/flow"
+)
+
+// Config is everything flow-exporter can be told.
+type Config struct {
+	// Scope is "netns" (one network namespace: the exporter's own, or Netns) or "host" (every namespace;
+	// each record carries its namespace). Default netns, as a pod sidecar runs.
+	Scope string `mapstructure:"scope"`
+	// Netns selects the namespace for scope netns: a path (/var/run/netns/x, /proc/PID/ns/net) or a pid.
+	// Empty means the exporter's own namespace.
+	Netns string `mapstructure:"netns"`
+	// Output is where records go: "stdout" (one JSON object per line) or "discard" (count only, for
+	// benchmarks).
+	Output string `mapstructure:"output"`
+	// FlushInterval is how often connections open longer than it are reported as interim (ACTIVE) records.
+	// Default 60s.
+	FlushInterval time.Duration `mapstructure:"flush_interval"`
+	// CloseGrace is how long a final record waits for a late RST to amend its close reason. Default 200ms.
+	CloseGrace time.Duration `mapstructure:"close_grace"`
+	// MaxConnections sizes the kernel's flows map: how many connections can be open at once and still be
+	// reported. 0 picks 65536 for scope netns and 262144 for scope host (about 80 B each, preallocated).
+	MaxConnections uint32 `mapstructure:"max_connections"`
+	// RingBufferBytes sizes the kernel-to-exporter ring buffer (power of two, >= 4096). Default 4 MiB:
+	// about 29,000 records, 1 s of a 14,000 connections/s host's both ends.
+	RingBufferBytes uint32 `mapstructure:"ring_buffer_bytes"`
+	// QueueRecords bounds the records waiting for the output; beyond it records are dropped and counted.
+	// Default 16384.
+	QueueRecords int `mapstructure:"queue_records"`
+	// MetricsAddr is where /metrics is served; empty disables it. Default 127.0.0.1:9477.
+	MetricsAddr string `mapstructure:"metrics_addr"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string `mapstructure:"log_level"`
+	// Workload is the identity stamped on every record as local_workload. In a pod the injector sets it
+	// from the downward API (FLOWLENS_WORKLOAD_NAME, _NAMESPACE, _POD, _POD_UID, _NODE, _CLUSTER).
+	Workload flow.Workload `mapstructure:"workload"`
+}
+
+// option is one setting: its viper key, flag, default and help.
+type option struct {
+	key, flag string
+	def       any
+	usage     string
+}
+
+var options = []option{
+	{"scope", "scope", "netns", "netns (one network namespace) or host (all of them)"},
+	{"netns", "netns", "", "namespace for --scope=netns: path or pid (default: the exporter's own)"},
+	{"output", "output", "stdout", "stdout (JSON lines) or discard"},
+	{"flush_interval", "flush-interval", 60 * time.Second, "report connections open longer than this every interval"},
+	{"close_grace", "close-grace", 200 * time.Millisecond, "how long a final record waits for a late RST"},
+	{"max_connections", "max-connections", uint32(0), "open connections tracked in the kernel (0: 65536 netns, 262144 host)"},
+	{"ring_buffer_bytes", "ring-buffer-bytes", uint32(4 << 20), "kernel ring buffer size in bytes (power of two)"},
+	{"queue_records", "queue-records", 16384, "records buffered for the output before drops"},
+	{"metrics_addr", "metrics-addr", "127.0.0.1:9477", "address for /metrics (empty: off)"},
+	{"log_level", "log-level", "info", "debug, info, warn or error"},
+	{"workload.name", "workload-name", "", "local workload name stamped on every record"},
+	{"workload.namespace", "workload-namespace", "", "local workload's Kubernetes namespace"},
+	{"workload.pod", "workload-pod", "", "local pod name"},
+	{"workload.pod_uid", "workload-pod-uid", "", "local pod UID"},
+	{"workload.node", "workload-node", "", "node or host name (default: hostname)"},
+	{"workload.cluster", "workload-cluster", "", "cluster name"},
+}
+
+// Load reads the configuration from args (without the program name), the environment and the file
+// named by --config. It returns pflag.ErrHelp when --help was asked for.
+func Load(args []string) (Config, error) {
+	fs := pflag.NewFlagSet("flow-exporter", pflag.ContinueOnError)
+	file := fs.String("config", "", "YAML config file")
+	v := viper.New()
+	for _, o := range options {
+		v.SetDefault(o.key, o.def)
+		switch d := o.def.(type) {
+		case string:
+			fs.String(o.flag, d, o.usage)
+		case time.Duration:
+			fs.Duration(o.flag, d, o.usage)
+		case uint32:
+			fs.Uint32(o.flag, d, o.usage)
+		case int:
+			fs.Int(o.flag, d, o.usage)
+		}
+		if err := v.BindPFlag(o.key, fs.Lookup(o.flag)); err != nil {
+			return Config{}, fmt.Errorf("bind flag %s: %w", o.flag, err)
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	v.SetEnvPrefix("FLOWLENS")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if *file != "" {
+		v.SetConfigFile(*file)
+		if err := v.ReadInConfig(); err != nil {
+			return Config{}, fmt.Errorf("read config %s: %w", *file, err)
+		}
+	}
+	var c Config
+	if err := v.Unmarshal(&c); err != nil {
+		return Config{}, fmt.Errorf("parse config: %w", err)
+	}
+	c.applyDefaults()
+	return c, c.Validate()
+}
+
+func (c *Config) applyDefaults() {
+	if c.MaxConnections == 0 {
+		c.MaxConnections = 65536
+		if c.Scope == "host" {
+			c.MaxConnections = 262144
+		}
+	}
+	if c.Workload.Node == "" {
+		c.Workload.Node, _ = os.Hostname()
+	}
+}
+
+// Validate says everything that is wrong with c at once.
+func (c Config) Validate() error {
+	var errs []error
+	switch c.Scope {
+	case "netns":
+	case "host":
+		if c.Netns != "" {
+			errs = append(errs, errors.New("netns: only for scope netns"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("scope %q: want netns or host", c.Scope))
+	}
+	switch c.Output {
+	case "stdout", "discard":
+	default:
+		errs = append(errs, fmt.Errorf("output %q: want stdout or discard", c.Output))
+	}
+	if c.FlushInterval < time.Second {
+		errs = append(errs, fmt.Errorf("flush_interval %v: want at least 1s", c.FlushInterval))
+	}
+	if c.CloseGrace <= 0 || c.CloseGrace > 10*time.Second {
+		errs = append(errs, fmt.Errorf("close_grace %v: want more than 0 and at most 10s", c.CloseGrace))
+	}
+	if r := c.RingBufferBytes; r < 4096 || r&(r-1) != 0 {
+		errs = append(errs, fmt.Errorf("ring_buffer_bytes %d: want a power of two of at least 4096", r))
+	}
+	if c.MaxConnections < 64 {
+		errs = append(errs, fmt.Errorf("max_connections %d: want at least 64", c.MaxConnections))
+	}
+	if c.QueueRecords < 1 {
+		errs = append(errs, fmt.Errorf("queue_records %d: want at least 1", c.QueueRecords))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	return errors.Join(errs...)
+}
