@@ -118,6 +118,10 @@ static __always_inline void fill_event(struct flow_event *ev, struct sock *sk, c
 		ev->total_retrans = info->retrans_events;
 
 	if (info) {
+		/* A server's SYN-ACK leaves from the request socket, before this socket exists, so tcp_sock never
+		 * counted it: add it, so the two ends of a lossless connection agree segment for segment. */
+		if (info->role == ROLE_SERVER)
+			ev->segs_out += 1;
 		ev->start_ns = info->start_ns;
 		ev->pid = info->pid;
 		ev->role = info->role;

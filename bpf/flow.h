@@ -69,7 +69,7 @@ struct flow_event {
 	__u64 bytes_sent;      /* data bytes sent, each once: tcp_sock.bytes_sent - bytes_retrans */
 	__u64 bytes_received;  /* data bytes received: tcp_sock.bytes_received less the peer's FIN */
 	__u64 cgroup_id;       /* cgroup v2 id of the socket's cgroup */
-	__u32 segs_out;        /* tcp_sock.segs_out, every segment incl. SYN, FIN, pure ACKs */
+	__u32 segs_out;        /* tcp_sock.segs_out, every segment incl. SYN, FIN, pure ACKs; +1 SYN-ACK on servers */
 	__u32 segs_in;         /* tcp_sock.segs_in */
 	__u32 total_retrans;   /* tcp_sock.total_retrans */
 	__u32 srtt_us;         /* smoothed RTT */

@@ -83,25 +83,26 @@ func (n *Netns) Exec(t testing.TB, name string, args ...string) {
 // for their whole life, whichever goroutine uses them later.
 func (n *Netns) Do(t testing.TB, fn func()) {
 	t.Helper()
-	if err := n.do(fn); err != nil {
+	if err := InNetns(n.Path, fn); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (n *Netns) do(fn func()) error {
+// InNetns runs fn on an OS thread that has entered the network namespace at path.
+func InNetns(path string, fn func()) error {
 	errc := make(chan error, 1)
 	go func() {
 		// The thread is never unlocked: it dies with the goroutine rather than return to the pool in the
 		// wrong namespace.
 		runtime.LockOSThread()
-		f, err := os.Open(n.Path)
+		f, err := os.Open(path)
 		if err != nil {
 			errc <- err
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", n.Name, err)
+			errc <- fmt.Errorf("setns %s: %w", path, err)
 			return
 		}
 		fn()
