@@ -319,7 +319,6 @@ int on_retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx)
 }
 
 struct snapshot_ctx {
-	__u64 cutoff_ns; /* report connections that started at or before this CLOCK_MONOTONIC time */
 	__u64 now;
 	__u32 tick;      /* this round's number; a connection is reported once per tick */
 	__u32 full;      /* the ring buffer filled up: the exporter drains it and runs the program again */
@@ -327,7 +326,7 @@ struct snapshot_ctx {
 
 static long snapshot_one(struct bpf_map *map, __u64 *key, struct sock_info *info, struct snapshot_ctx *c)
 {
-	if (info->last_tick == c->tick || info->start_ns > c->cutoff_ns)
+	if (info->last_tick == c->tick)
 		return 0;
 	struct sock *sk = (struct sock *)*key;
 	/* The socket is alive: its entry goes at the move to CLOSE, before the socket is freed. Handshakes in
@@ -348,15 +347,14 @@ static long snapshot_one(struct bpf_map *map, __u64 *key, struct sock_info *info
 	return 0;
 }
 
-/* snapshot emits an interim record for every connection older than args[0] not yet reported in round args[1].
+/* snapshot emits an interim record for every established connection not yet reported in round args[0].
  * It returns 1 when the ring buffer filled before the round was complete. */
 SEC("raw_tracepoint")
 int snapshot(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct snapshot_ctx c = {
-		.cutoff_ns = ctx->args[0],
 		.now = bpf_ktime_get_ns(),
-		.tick = (__u32)ctx->args[1],
+		.tick = (__u32)ctx->args[0],
 	};
 	bpf_for_each_map_elem(&flows, snapshot_one, &c, 0);
 	return c.full;

@@ -36,7 +36,8 @@ type Agent struct {
 	addr    net.Addr
 
 	stopping atomic.Bool // set once the final snapshot is in the ring buffer: the reader drains, then ends
-	done     chan error
+	done     chan struct{}
+	err      error // set before done is closed
 }
 
 // Start checks the machine, loads and attaches the programs and starts the goroutines. The agent stops
@@ -68,7 +69,7 @@ func Start(ctx context.Context, cfg config.Config, log *zap.Logger, reg promethe
 		metrics: metrics.New(reg, probe.Drops, log),
 		sink:    sink,
 		queue:   make(chan flow.Record, cfg.QueueRecords),
-		done:    make(chan error, 1),
+		done:    make(chan struct{}),
 	}
 	if cfg.MetricsAddr != "" {
 		ln, err := net.Listen("tcp", cfg.MetricsAddr)
@@ -95,8 +96,12 @@ func Start(ctx context.Context, cfg config.Config, log *zap.Logger, reg promethe
 // MetricsAddr is where /metrics is served, or nil.
 func (a *Agent) MetricsAddr() net.Addr { return a.addr }
 
-// Wait blocks until the agent has stopped and every record reached the sink.
-func (a *Agent) Wait() error { return <-a.done }
+// Wait blocks until the agent has stopped and every record reached the sink. It may be called any number
+// of times.
+func (a *Agent) Wait() error {
+	<-a.done
+	return a.err
+}
 
 func (a *Agent) run(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -111,7 +116,7 @@ func (a *Agent) run(ctx context.Context) {
 	// interim record, let the reader drain the ring buffer and flush the table, then the output.
 	a.probe.Detach()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	err := a.probe.Snapshot(sctx, 0)
+	err := a.probe.Snapshot(sctx)
 	cancel()
 	if err != nil {
 		a.log.Error("final snapshot", zap.Error(err))
@@ -126,7 +131,8 @@ func (a *Agent) run(ctx context.Context) {
 	}
 	a.probe.Close()
 	a.log.Info("flow-exporter stopped")
-	a.done <- err
+	a.err = err
+	close(a.done)
 }
 
 func (a *Agent) snapshotLoop(ctx context.Context) {
@@ -137,7 +143,7 @@ func (a *Agent) snapshotLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := a.probe.Snapshot(ctx, a.cfg.FlushInterval); err != nil && ctx.Err() == nil {
+			if err := a.probe.Snapshot(ctx); err != nil && ctx.Err() == nil {
 				a.log.Error("snapshot", zap.Error(err))
 			}
 			a.metrics.Snapshots.Inc()

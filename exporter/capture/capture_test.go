@@ -12,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
+
+	"github.com/flowlens/flowlens/exporter/capture"
 
 	"github.com/flowlens/flowlens/exporter/flow"
 	"github.com/flowlens/flowlens/internal/nettest"
@@ -313,7 +316,6 @@ func TestIPv6AndMapped(t *testing.T) {
 	}
 }
 
-
 // TestNetnsScope: two namespaces joined by veth. A probe scoped to one sees only that side's record; a
 // host-scope probe sees both, each with its namespace.
 func TestNetnsScope(t *testing.T) {
@@ -406,4 +408,70 @@ func dial6(ap netip.AddrPort) (net.Conn, error) {
 		return nil, err
 	}
 	return net.FileConn(f)
+}
+
+// TestKernelDropsExact: with a ring buffer too small for the burst and nobody reading, every final record
+// is either in the buffer or counted as dropped; and connections beyond the flows map are counted too.
+func TestKernelDropsExact(t *testing.T) {
+	nettest.RequirePrivileged(t)
+	ns := nettest.NewNetns(t)
+	p, err := capture.Open(capture.Options{Netns: ns.Inode, MaxConnections: 64, RingBufferBytes: 4096}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+
+	// 100 connections held open at once: 200 sockets for a 64-entry map.
+	const n = 100
+	ln := listen(t, ns, "tcp", "127.0.0.1:0")
+	accepted := make(chan net.Conn, n)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	var conns []net.Conn
+	for range n {
+		c := dial(t, ns, "tcp", ln.Addr().String())
+		conns = append(conns, c, <-accepted)
+	}
+	tracked, err := p.FlowsInMap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	drops, _ := p.Drops()
+	if tracked != 64 || drops["flows_map_full"] != 2*n-64 {
+		t.Errorf("tracked %d, flows_map_full %d: want 64 and %d", tracked, drops["flows_map_full"], 2*n-64)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	time.Sleep(500 * time.Millisecond) // let every close happen, unread
+
+	read := 0
+	for {
+		var ev capture.Event
+		err := p.Read(&ev, time.Now().Add(100*time.Millisecond))
+		if capture.IsTimeout(err) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Kind == capture.KindClose {
+			read++
+		}
+	}
+	drops, _ = p.Drops()
+	if read == 0 || drops["ringbuf_full"] == 0 {
+		t.Fatalf("read %d, dropped %d: the test needs both", read, drops["ringbuf_full"])
+	}
+	// Every socket's close is either read or counted; the untracked ones come as preexisting records.
+	if got := uint64(read) + drops["ringbuf_full"]; got != 2*n {
+		t.Errorf("read %d + dropped %d = %d final records, want %d", read, drops["ringbuf_full"], got, 2*n)
+	}
 }

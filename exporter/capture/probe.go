@@ -160,10 +160,3 @@ func newClock() clock {
 
 // Wall converts a CLOCK_MONOTONIC reading in nanoseconds to Unix nanoseconds.
 func (c clock) Wall(mono uint64) int64 { return int64(mono) + c.offset }
-
-// Monotonic returns the kernel's CLOCK_MONOTONIC now.
-func Monotonic() uint64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
-}

@@ -9,19 +9,16 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// Snapshot emits an interim (ACTIVE) record, through the ring buffer, for every live connection that
-// started at least minAge ago. Tracepoints alone never fire for an idle connection, so the exporter runs
+// Snapshot emits an interim (ACTIVE) record, through the ring buffer, for every live connection past its
+// handshake. Every connection, however young: then one open across N rounds gets N interim records, and a
+// short one gets an extra record only when it straddles a round. Tracepoints alone never fire for an idle connection, so the exporter runs
 // the never-attached `snapshot` program with BPF_PROG_RUN: it walks the flows map in the kernel and reads
 // each socket's counters from struct tcp_sock, exactly as the final record will. When the ring buffer
 // fills mid-round the program stops; Snapshot waits for the reader to drain it and runs the round again,
 // and each connection is reported once per round. Snapshot must not run concurrently with itself.
-func (p *Probe) Snapshot(ctx context.Context, minAge time.Duration) error {
+func (p *Probe) Snapshot(ctx context.Context) error {
 	p.tick++
-	cutoff := Monotonic() - uint64(minAge)
-	if minAge <= 0 {
-		cutoff = ^uint64(0) // every connection, however young
-	}
-	args := [2]uint64{cutoff, uint64(p.tick)}
+	args := [1]uint64{uint64(p.tick)}
 	opts := &ebpf.RunOptions{Context: unsafe.Slice((*byte)(unsafe.Pointer(&args[0])), int(unsafe.Sizeof(args)))}
 	for {
 		full, err := p.objs.Snapshot.Run(opts)
