@@ -78,11 +78,7 @@ func Open(opts Options, log *zap.Logger) (*Probe, error) {
 
 	p := &Probe{log: log}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("the kernel's verifier refused a program: %+v", ve)
-		}
-		return nil, fmt.Errorf("load bpf programs: %w", err)
+		return nil, loadError(err)
 	}
 	// The clock offset is taken before any event can be produced, once, so every record converts alike.
 	p.clock = newClock()
@@ -109,6 +105,15 @@ func Open(opts Options, log *zap.Logger) (*Probe, error) {
 		zap.Uint32("max_connections", spec.Maps["flows"].MaxEntries),
 		zap.Uint32("ring_buffer_bytes", spec.Maps["events"].MaxEntries))
 	return p, nil
+}
+
+// loadError says why loading failed; a verifier refusal carries the verifier's whole log.
+func loadError(err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("the kernel's verifier refused a program: %+v", ve)
+	}
+	return fmt.Errorf("load bpf programs: %w", err)
 }
 
 // Detach stops the tracepoints; the ring buffer and the snapshot program keep working, so the

@@ -1,0 +1,61 @@
+package output
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/flowlens/flowlens/exporter/flow"
+)
+
+// TestJSONFieldNames: stdout prints the design's record fields with their snake_case names, enums by name,
+// one object per line, and the record reads back unchanged.
+func TestJSONFieldNames(t *testing.T) {
+	var buf bytes.Buffer
+	s := NewJSON(&buf)
+	in := flow.Record{LocalAddr: netip.MustParseAddr("10.0.0.1"), LocalPort: 1, RemoteAddr: netip.MustParseAddr("::1"),
+		RemotePort: 2, Role: flow.RoleServer, StartTime: 3, EndTime: 4, BytesSent: 5, BytesReceived: 6, SegsSent: 7,
+		SegsReceived: 8, Retransmits: 9, SrttUs: 10, RttVarUs: 11, MinRttUs: 12, Close: flow.CloseResetReceived,
+		Error: "ECONNRESET", Pid: 13, Comm: "nginx", Netns: 14, CgroupID: 15,
+		LocalWorkload: flow.Workload{Name: "web", Namespace: "shop", Pod: "web-1"}}
+	for range 2 {
+		if err := s.Write(&in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2", len(lines))
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &m); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	want := []string{"bytes_received", "bytes_sent", "cgroup_id", "close", "comm", "end_time", "error", "local_addr",
+		"local_port", "local_workload", "min_rtt_us", "netns", "pid", "remote_addr", "remote_port", "retransmits",
+		"role", "rtt_var_us", "segs_received", "segs_sent", "srtt_us", "start_time"}
+	if !slices.Equal(keys, want) {
+		t.Errorf("fields %v\nwant   %v", keys, want)
+	}
+	if m["role"] != "SERVER" || m["close"] != "RESET_RECEIVED" || m["remote_addr"] != "::1" {
+		t.Errorf("role %v close %v remote %v", m["role"], m["close"], m["remote_addr"])
+	}
+	var out flow.Record
+	if err := json.Unmarshal([]byte(lines[1]), &out); err != nil {
+		t.Fatal(err)
+	}
+	if out != in {
+		t.Errorf("round trip:\n got %+v\nwant %+v", out, in)
+	}
+}
