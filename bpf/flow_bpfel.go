@@ -118,6 +118,7 @@ const (
 	FlowVarUnusedFlowClose  = "unused_flow_close"
 	FlowVarUnusedFlowEvent  = "unused_flow_event"
 	FlowVarUnusedFlowRole   = "unused_flow_role"
+	FlowVarWakeupBytes      = "wakeup_bytes"
 )
 
 // LoadFlow returns the embedded CollectionSpec for Flow.
@@ -190,6 +191,7 @@ type FlowVariableSpecs struct {
 	UnusedFlowClose  *ebpf.VariableSpec `ebpf:"unused_flow_close"`
 	UnusedFlowEvent  *ebpf.VariableSpec `ebpf:"unused_flow_event"`
 	UnusedFlowRole   *ebpf.VariableSpec `ebpf:"unused_flow_role"`
+	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // FlowObjects contains all objects after they have been loaded into the kernel.
@@ -236,6 +238,7 @@ type FlowVariables struct {
 	UnusedFlowClose  *ebpf.Variable `ebpf:"unused_flow_close"`
 	UnusedFlowEvent  *ebpf.Variable `ebpf:"unused_flow_event"`
 	UnusedFlowRole   *ebpf.Variable `ebpf:"unused_flow_role"`
+	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // FlowPrograms contains all programs after they have been loaded into the kernel.

@@ -45,18 +45,18 @@ type Probe struct {
 func hooks(o *bpf.FlowObjects) []struct {
 	group, name string
 	prog        *ebpf.Program
-	raw         bool
+	btf         bool // a tp_btf program: a raw tracepoint with typed arguments
 } {
 	return []struct {
 		group, name string
 		prog        *ebpf.Program
-		raw         bool
+		btf         bool
 	}{
 		{"sock", "inet_sock_set_state", o.OnSetState, true},
 		{"syscalls", "sys_exit_accept4", o.OnAccept4Exit, false},
 		{"syscalls", "sys_exit_accept", o.OnAcceptExit, false},
-		{"tcp", "tcp_send_reset", o.OnSendReset, false},
-		{"tcp", "tcp_retransmit_skb", o.OnRetransmit, false},
+		{"tcp", "tcp_send_reset", o.OnSendReset, true},
+		{"tcp", "tcp_retransmit_skb", o.OnRetransmit, true},
 	}
 }
 
@@ -75,6 +75,9 @@ func Open(opts Options, log *zap.Logger) (*Probe, error) {
 	if opts.RingBufferBytes > 0 {
 		spec.Maps["events"].MaxEntries = opts.RingBufferBytes
 	}
+	if err := spec.Variables["wakeup_bytes"].Set(uint64(spec.Maps["events"].MaxEntries / 4)); err != nil {
+		return nil, fmt.Errorf("set wakeup_bytes: %w", err)
+	}
 
 	p := &Probe{log: log}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
@@ -85,8 +88,8 @@ func Open(opts Options, log *zap.Logger) (*Probe, error) {
 
 	for _, h := range hooks(&p.objs) {
 		var l link.Link
-		if h.raw {
-			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: h.name, Program: h.prog})
+		if h.btf {
+			l, err = link.AttachTracing(link.TracingOptions{Program: h.prog})
 		} else {
 			l, err = link.Tracepoint(h.group, h.name, h.prog, nil)
 		}
