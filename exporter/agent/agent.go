@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +32,9 @@ type Agent struct {
 	probe   *capture.Probe
 	metrics *metrics.Metrics
 	sink    output.Sink
-	queue   chan flow.Record
+	queue   chan []flow.Record // batches; its capacity and the batch size bound it to QueueRecords records
+	free    chan []flow.Record // written batches, back for reuse
+	batch   int
 	http    *http.Server
 	addr    net.Addr
 
@@ -62,13 +65,17 @@ func Start(ctx context.Context, cfg config.Config, log *zap.Logger, reg promethe
 	if err != nil {
 		return nil, err
 	}
+	// Records travel to the output in batches: one hand-off (and goroutine wake-up) per batch, not per record.
+	batch := min(maxBatch, cfg.QueueRecords)
 	a := &Agent{
 		cfg:     cfg,
 		log:     log,
 		probe:   probe,
 		metrics: metrics.New(reg, probe.Drops, log),
 		sink:    sink,
-		queue:   make(chan flow.Record, cfg.QueueRecords),
+		queue:   make(chan []flow.Record, max(1, cfg.QueueRecords/batch)),
+		free:    make(chan []flow.Record, max(1, cfg.QueueRecords/batch)+1),
+		batch:   batch,
 		done:    make(chan struct{}),
 	}
 	if cfg.MetricsAddr != "" {
@@ -80,6 +87,8 @@ func Start(ctx context.Context, cfg config.Config, log *zap.Logger, reg promethe
 		a.addr = ln.Addr()
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/debug/pprof/", pprof.Index) // profiles, on the same (loopback by default) listener
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -151,6 +160,9 @@ func (a *Agent) snapshotLoop(ctx context.Context) {
 	}
 }
 
+// maxBatch is the most records handed to the output at once.
+const maxBatch = 256
+
 var kindNames = map[capture.Kind]string{
 	capture.KindClose: "close", capture.KindActive: "active", capture.KindResetSent: "reset_sent",
 }
@@ -169,19 +181,46 @@ func (a *Agent) read() {
 		events[k] = a.metrics.EventsRead.WithLabelValues(n)
 	}
 
-	table := flowtable.New(a.cfg.CloseGrace, func(r *flow.Record) {
-		r.LocalWorkload = a.cfg.Workload
+	newBatch := func() []flow.Record {
 		select {
-		case a.queue <- *r:
-			emitted[r.Close].Inc()
+		case b := <-a.free:
+			return b[:0]
 		default:
-			queueFull.Inc() // never block the reader: the kernel would drop instead, uncounted per record
+			return make([]flow.Record, 0, a.batch)
+		}
+	}
+	batch := newBatch()
+	// send hands the batch to the output, or drops and counts it whole: the reader never blocks, or the
+	// kernel would drop instead.
+	send := func() {
+		if len(batch) == 0 {
+			return
+		}
+		select {
+		case a.queue <- batch:
+			for i := range batch {
+				emitted[batch[i].Close].Inc()
+			}
+			batch = newBatch()
+		default:
+			queueFull.Add(float64(len(batch)))
+			batch = batch[:0]
+		}
+	}
+	table := flowtable.New(a.cfg.CloseGrace, func(r *flow.Record) {
+		batch = append(batch, *r)
+		batch[len(batch)-1].LocalWorkload = a.cfg.Workload
+		if len(batch) == cap(batch) {
+			send()
 		}
 	})
+	// The deadline is set once per poll cycle, not per record: while records keep coming, Read returns
+	// them whatever the deadline, and the cycle ends at the first read that finds the buffer empty.
 	tick := a.cfg.CloseGrace / 2
+	a.probe.SetDeadline(time.Now().Add(tick))
 	var ev capture.Event
 	for {
-		err := a.probe.Read(&ev, time.Now().Add(tick))
+		err := a.probe.Read(&ev)
 		now := time.Now()
 		switch {
 		case err == nil:
@@ -192,34 +231,42 @@ func (a *Agent) read() {
 		case capture.IsTimeout(err):
 			if a.stopping.Load() {
 				table.Flush()
+				send()
 				return
 			}
+			a.probe.SetDeadline(now.Add(tick))
 		case errors.Is(err, capture.ErrClosed):
 			table.Flush()
+			send()
 			return
 		default:
 			decodeErr.Inc()
 			a.log.Warn("bad ring buffer record", zap.Error(err))
 		}
 		table.Expire(now)
+		if err != nil {
+			send() // the ring buffer is empty: what is batched goes now rather than wait for more
+		}
 	}
 }
 
 func (a *Agent) write() {
 	sinkErr := a.metrics.Drops.WithLabelValues("output", "error")
-	for {
-		r, ok := <-a.queue
-		if !ok {
-			break
-		}
-		if err := a.sink.Write(&r); err != nil {
-			sinkErr.Inc()
-			a.log.Warn("output", zap.Error(err))
+	for batch := range a.queue {
+		for i := range batch {
+			if err := a.sink.Write(&batch[i]); err != nil {
+				sinkErr.Inc()
+				a.log.Warn("output", zap.Error(err))
+			}
 		}
 		if len(a.queue) == 0 {
 			if err := a.sink.Flush(); err != nil {
 				a.log.Warn("output flush", zap.Error(err))
 			}
+		}
+		select {
+		case a.free <- batch:
+		default:
 		}
 	}
 	if err := a.sink.Flush(); err != nil {

@@ -455,7 +455,8 @@ func TestKernelDropsExact(t *testing.T) {
 	read := 0
 	for {
 		var ev capture.Event
-		err := p.Read(&ev, time.Now().Add(100*time.Millisecond))
+		p.SetDeadline(time.Now().Add(100 * time.Millisecond))
+		err := p.Read(&ev)
 		if capture.IsTimeout(err) {
 			break
 		}

@@ -40,19 +40,36 @@ var ErrTimeout = os.ErrDeadlineExceeded
 // ErrClosed is returned by Read once the probe is closed.
 var ErrClosed = ringbuf.ErrClosed
 
+// SetDeadline makes Read return ErrTimeout once t has passed and nothing is waiting.
+func (p *Probe) SetDeadline(t time.Time) { p.reader.SetDeadline(t) }
+
 // Read blocks until the next event, the deadline (ErrTimeout) or Close (ErrClosed).
-func (p *Probe) Read(ev *Event, deadline time.Time) error {
-	p.reader.SetDeadline(deadline)
+func (p *Probe) Read(ev *Event) error {
 	if err := p.reader.ReadInto(&p.sample); err != nil {
 		return err
 	}
-	return Decode(p.sample.RawSample, p.clock, ev)
+	return decode(p.sample.RawSample, p.clock, ev, p.comm)
+}
+
+// comm interns process names; the table is bounded, and starts over when full.
+func (p *Probe) comm(c *[16]int8) string {
+	if s, ok := p.comms[*c]; ok {
+		return s
+	}
+	if len(p.comms) >= 4096 {
+		clear(p.comms)
+	}
+	s := commString(c)
+	p.comms[*c] = s
+	return s
 }
 
 var eventSize = int(unsafe.Sizeof(bpf.FlowFlowEvent{}))
 
 // Decode fills ev from one raw flow_event as the kernel wrote it (host byte order).
-func Decode(raw []byte, c clock, ev *Event) error {
+func Decode(raw []byte, c clock, ev *Event) error { return decode(raw, c, ev, commString) }
+
+func decode(raw []byte, c clock, ev *Event, comm func(*[16]int8) string) error {
 	if len(raw) < eventSize {
 		return fmt.Errorf("decode flow event: %d bytes, want %d", len(raw), eventSize)
 	}
@@ -92,7 +109,7 @@ func Decode(raw []byte, c clock, ev *Event) error {
 		r.Error = unix.ErrnoName(syscall.Errno(k.SkErr))
 	}
 	r.Pid = k.Pid
-	r.Comm = commString(&k.Comm)
+	r.Comm = comm(&k.Comm)
 	r.Netns = k.Netns
 	r.CgroupID = k.CgroupId
 	return nil

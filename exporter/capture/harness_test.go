@@ -160,7 +160,8 @@ func (c *collector) until(want int, timeout time.Duration, match func(*flow.Reco
 			break
 		}
 		var ev capture.Event
-		err := c.p.Read(&ev, now.Add(20*time.Millisecond))
+		c.p.SetDeadline(now.Add(20 * time.Millisecond))
+		err := c.p.Read(&ev)
 		switch {
 		case err == nil:
 			c.table.Add(&ev, now)

@@ -39,6 +39,7 @@ type Probe struct {
 	clock  clock
 	tick   uint32
 	sample ringbuf.Record
+	comms  map[[16]int8]string // interned process names: the same few names recur on every record
 }
 
 // hooks lists the tracepoints the programs attach to.
@@ -79,7 +80,7 @@ func Open(opts Options, log *zap.Logger) (*Probe, error) {
 		return nil, fmt.Errorf("set wakeup_bytes: %w", err)
 	}
 
-	p := &Probe{log: log}
+	p := &Probe{log: log, comms: make(map[[16]int8]string)}
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		return nil, loadError(err)
 	}

@@ -19,9 +19,13 @@ import (
 type Table struct {
 	grace   time.Duration
 	emit    func(*flow.Record)
-	pending map[uint64]*held // by kernel socket address
-	order   []*held          // arrival order, which is deadline order: the grace is the same for all
-	stats   Stats
+	pending map[uint64]uint64 // kernel socket address -> sequence number of its held record
+	// held is a FIFO of records by value (no allocation per record): held[i] has sequence number base+i,
+	// and held[:head] are already released. Arrival order is deadline order: the grace is the same for all.
+	held  []held
+	head  int
+	base  uint64
+	stats Stats
 }
 
 // Stats counts what the table did, for metrics.
@@ -39,7 +43,7 @@ type held struct {
 
 // New makes a table that calls emit for every record, in order. emit must not keep the pointer.
 func New(grace time.Duration, emit func(*flow.Record)) *Table {
-	return &Table{grace: grace, emit: emit, pending: make(map[uint64]*held)}
+	return &Table{grace: grace, emit: emit, pending: make(map[uint64]uint64)}
 }
 
 // Add takes one event that arrived at now.
@@ -48,17 +52,18 @@ func (t *Table) Add(ev *capture.Event, now time.Time) {
 	case capture.KindActive:
 		t.emit(&ev.Record)
 	case capture.KindClose:
-		if old, ok := t.pending[ev.Sock]; ok {
+		if seq, ok := t.pending[ev.Sock]; ok {
 			// The socket's memory was reused and its new connection closed within the grace: the old
 			// record can no longer be amended, so it goes now.
+			old := &t.held[seq-t.base]
 			t.emit(&old.rec)
 			old.done = true
 		}
-		h := &held{sock: ev.Sock, deadline: now.Add(t.grace), rec: ev.Record}
-		t.pending[ev.Sock] = h
-		t.order = append(t.order, h)
+		t.pending[ev.Sock] = t.base + uint64(len(t.held))
+		t.held = append(t.held, held{sock: ev.Sock, deadline: now.Add(t.grace), rec: ev.Record})
 	case capture.KindResetSent:
-		if h, ok := t.pending[ev.Sock]; ok {
+		if seq, ok := t.pending[ev.Sock]; ok {
+			h := &t.held[seq-t.base]
 			if h.rec.Close == flow.CloseNormal {
 				h.rec.Close = flow.CloseResetSent
 			}
@@ -71,23 +76,19 @@ func (t *Table) Add(ev *capture.Event, now time.Time) {
 
 // Expire emits the records whose grace ended by now.
 func (t *Table) Expire(now time.Time) {
-	n := 0
-	for _, h := range t.order {
-		if h.deadline.After(now) {
-			break
-		}
-		t.release(h)
-		n++
+	for t.head < len(t.held) && !t.held[t.head].deadline.After(now) {
+		t.release(t.head)
+		t.head++
 	}
-	t.compact(n)
+	t.compact()
 }
 
 // Flush emits every held record, for shutdown.
 func (t *Table) Flush() {
-	for _, h := range t.order {
-		t.release(h)
+	for ; t.head < len(t.held); t.head++ {
+		t.release(t.head)
 	}
-	t.compact(len(t.order))
+	t.compact()
 }
 
 // Held is the number of records in their grace period.
@@ -96,22 +97,26 @@ func (t *Table) Held() int { return len(t.pending) }
 // Stats returns the table's counters.
 func (t *Table) Stats() Stats { return t.stats }
 
-func (t *Table) release(h *held) {
+func (t *Table) release(i int) {
+	h := &t.held[i]
 	if h.done {
 		return
 	}
-	if t.pending[h.sock] == h {
+	if seq, ok := t.pending[h.sock]; ok && seq == t.base+uint64(i) {
 		delete(t.pending, h.sock)
 	}
 	t.emit(&h.rec)
 }
 
-// compact drops the first n entries of order, reusing its backing array.
-func (t *Table) compact(n int) {
-	if n == 0 {
+// compact moves the unreleased records to the front once the released ones are at least half the slice,
+// so each record is moved O(1) times on average.
+func (t *Table) compact() {
+	if t.head == 0 || t.head < len(t.held)-t.head {
 		return
 	}
-	rest := copy(t.order, t.order[n:])
-	clear(t.order[rest:])
-	t.order = t.order[:rest]
+	rest := copy(t.held, t.held[t.head:])
+	clear(t.held[rest:])
+	t.held = t.held[:rest]
+	t.base += uint64(t.head)
+	t.head = 0
 }

@@ -4,7 +4,6 @@ package output
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 
@@ -31,17 +30,21 @@ func New(name string, w io.Writer) (Sink, error) {
 // JSON writes one JSON object per line.
 type JSON struct {
 	w   *bufio.Writer
-	enc *json.Encoder
+	buf []byte
 }
 
 // NewJSON returns a JSON-lines sink on w, buffered until Flush.
 func NewJSON(w io.Writer) *JSON {
-	bw := bufio.NewWriterSize(w, 64<<10)
-	return &JSON{w: bw, enc: json.NewEncoder(bw)}
+	return &JSON{w: bufio.NewWriterSize(w, 64<<10)}
 }
 
-func (j *JSON) Write(r *flow.Record) error { return j.enc.Encode(r) }
-func (j *JSON) Flush() error               { return j.w.Flush() }
+func (j *JSON) Write(r *flow.Record) error {
+	j.buf = append(AppendJSON(j.buf[:0], r), '\n')
+	_, err := j.w.Write(j.buf)
+	return err
+}
+
+func (j *JSON) Flush() error { return j.w.Flush() }
 
 // Discard drops every record; with the exporter's metrics it measures the capture path alone.
 type Discard struct{}

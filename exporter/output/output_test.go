@@ -59,3 +59,38 @@ func TestJSONFieldNames(t *testing.T) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", out, in)
 	}
 }
+
+// FuzzAppendJSON: AppendJSON writes exactly what encoding/json writes, whatever the strings hold.
+func FuzzAppendJSON(f *testing.F) {
+	f.Add("curl", "ECONNREFUSED", "web", uint64(5), int64(-3), true, []byte{127, 0, 0, 1})
+	f.Add("a\"b\\c\x01\xff\u2028<&>", "", "ns\n", uint64(1<<63), int64(1<<62), false, []byte{0x20, 1, 0xd, 0xb8, 15: 1})
+	f.Fuzz(func(t *testing.T, comm, errName, name string, n uint64, ts int64, pre bool, ip []byte) {
+		addr, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			addr = netip.MustParseAddr("::1")
+		}
+		r := flow.Record{LocalAddr: addr, RemoteAddr: addr, LocalPort: uint16(n), Role: flow.Role(n % 3),
+			StartTime: ts, EndTime: -ts, BytesSent: n, BytesReceived: n / 3, SegsSent: uint32(n), Close: flow.Close(n % 6),
+			Error: errName, Comm: comm, CgroupID: n, Preexisting: pre,
+			LocalWorkload: flow.Workload{Name: name, Cluster: comm, Node: errName}}
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(&r); err != nil {
+			t.Fatal(err)
+		}
+		got := append(AppendJSON(nil, &r), '\n')
+		if !bytes.Equal(got, want.Bytes()) {
+			t.Fatalf("AppendJSON:\n%s\nencoding/json:\n%s", got, want.Bytes())
+		}
+	})
+}
+
+func BenchmarkAppendJSON(b *testing.B) {
+	r := flow.Record{LocalAddr: netip.MustParseAddr("10.0.0.1"), RemoteAddr: netip.MustParseAddr("10.0.0.2"),
+		LocalPort: 443, RemotePort: 50123, Comm: "nginx", BytesSent: 123456, LocalWorkload: flow.Workload{Name: "web", Node: "n1"}}
+	var buf []byte
+	for b.Loop() {
+		buf = AppendJSON(buf[:0], &r)
+	}
+}
