@@ -2,6 +2,8 @@
 # on a fresh Debian machine and skip what is already there.
 
 GO      ?= go
+# ip, nft, tc and bpftool live in sbin, which a non-login root shell may not have on its PATH.
+export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 BIN     := bin
 BINARIES := flow-exporter
 # Kernel tests need root; CI runs as root. Packages run one at a time: the kernel tests of one package

@@ -2,6 +2,7 @@
 # install-deps.sh installs the system packages and Go tools that building and testing flowlens need.
 # It skips what is already present, so it is cheap to run before every `make test` / `make run`.
 set -euo pipefail
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }

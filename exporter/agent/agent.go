@@ -74,7 +74,7 @@ func Start(ctx context.Context, cfg config.Config, log *zap.Logger, reg promethe
 		metrics: metrics.New(reg, probe.Drops, log),
 		sink:    sink,
 		queue:   make(chan []flow.Record, max(1, cfg.QueueRecords/batch)),
-		free:    make(chan []flow.Record, max(1, cfg.QueueRecords/batch)+1),
+		free:    make(chan []flow.Record, freeBatches),
 		batch:   batch,
 		done:    make(chan struct{}),
 	}
@@ -160,8 +160,12 @@ func (a *Agent) snapshotLoop(ctx context.Context) {
 	}
 }
 
-// maxBatch is the most records handed to the output at once.
-const maxBatch = 256
+// maxBatch is the most records handed to the output at once; freeBatches written batches are kept for
+// reuse (enough to recycle in steady state, few enough that a burst's batches go back to the heap).
+const (
+	maxBatch    = 256
+	freeBatches = 4
+)
 
 var kindNames = map[capture.Kind]string{
 	capture.KindClose: "close", capture.KindActive: "active", capture.KindResetSent: "reset_sent",

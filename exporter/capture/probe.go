@@ -6,6 +6,7 @@ package capture
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -84,6 +85,11 @@ func Open(opts Options, log *zap.Logger) (*Probe, error) {
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		return nil, loadError(err)
 	}
+	// Loading parsed the kernel's BTF (mmapped, and released by a GC cleanup) and the object's: megabytes
+	// nothing needs any more. Collect now rather than carry them in RSS until the heap next doubles.
+	maxConns, ringBytes := spec.Maps["flows"].MaxEntries, spec.Maps["events"].MaxEntries
+	spec = nil
+	debug.FreeOSMemory()
 	// The clock offset is taken before any event can be produced, once, so every record converts alike.
 	p.clock = newClock()
 
@@ -106,8 +112,7 @@ func Open(opts Options, log *zap.Logger) (*Probe, error) {
 		return nil, fmt.Errorf("open ring buffer: %w", err)
 	}
 	log.Info("bpf programs attached", zap.Uint32("netns", opts.Netns), zap.Int("hooks", len(p.links)),
-		zap.Uint32("max_connections", spec.Maps["flows"].MaxEntries),
-		zap.Uint32("ring_buffer_bytes", spec.Maps["events"].MaxEntries))
+		zap.Uint32("max_connections", maxConns), zap.Uint32("ring_buffer_bytes", ringBytes))
 	return p, nil
 }
 
