@@ -45,21 +45,13 @@ func echoServer(b *testing.B, ns *nettest.Netns) string {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				buf := make([]byte, payload)
-				if _, err := io.ReadFull(c, buf); err == nil {
-					c.Write(buf)
-				}
-				c.Close()
-			}()
+	nettest.Serve(ln, func(c net.Conn) {
+		buf := make([]byte, payload)
+		if _, err := io.ReadFull(c, buf); err == nil {
+			c.Write(buf)
 		}
-	}()
+		c.Close()
+	})
 	return ln.Addr().String()
 }
 

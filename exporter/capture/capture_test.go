@@ -425,15 +425,7 @@ func TestKernelDropsExact(t *testing.T) {
 	const n = 100
 	ln := listen(t, ns, "tcp", "127.0.0.1:0")
 	accepted := make(chan net.Conn, n)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
+	nettest.Serve(ln, func(c net.Conn) { accepted <- c })
 	var conns []net.Conn
 	for range n {
 		c := dial(t, ns, "tcp", ln.Addr().String())

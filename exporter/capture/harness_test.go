@@ -100,20 +100,12 @@ func runClient(t *testing.T, ns *nettest.Netns, comm, addr string, n int) int {
 // It reports each connection's client port and upload size.
 func serveEcho(ln net.Listener) <-chan [2]int {
 	got := make(chan [2]int, 1024)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				up, _ := io.Copy(io.Discard, c)
-				c.Write(make([]byte, 3*up+7))
-				got <- [2]int{c.RemoteAddr().(*net.TCPAddr).Port, int(up)}
-			}()
-		}
-	}()
+	nettest.Serve(ln, func(c net.Conn) {
+		defer c.Close()
+		up, _ := io.Copy(io.Discard, c)
+		c.Write(make([]byte, 3*up+7))
+		got <- [2]int{c.RemoteAddr().(*net.TCPAddr).Port, int(up)}
+	})
 	return got
 }
 

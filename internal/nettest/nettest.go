@@ -4,6 +4,7 @@ package nettest
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -123,4 +124,17 @@ func Veth(t testing.TB, a, b *Netns, aAddr, bAddr string) (string, string) {
 	a.Exec(t, "ip", "link", "set", an, "up")
 	b.Exec(t, "ip", "link", "set", bn, "up")
 	return an, bn
+}
+
+// Serve accepts connections on ln until ln closes, handling each in its own goroutine.
+func Serve(ln net.Listener, handle func(net.Conn)) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go handle(c)
+		}
+	}()
 }
