@@ -169,6 +169,16 @@ static __always_inline __u8 close_reason(int oldstate, const struct flow_event *
 	return CLOSE_NORMAL;
 }
 
+/* stamp_process records the current process. comm is read with typed loads from the task: the helper
+ * bpf_get_current_comm costs ~70 ns on a VM, two loads next to nothing. */
+static __always_inline void stamp_process(struct sock_info *info)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	info->pid = task->tgid;
+	__builtin_memcpy(info->comm, task->comm, sizeof(info->comm));
+}
+
 static __always_inline void on_open(__u64 key, __u8 role)
 {
 	struct sock_info info = {
@@ -178,8 +188,7 @@ static __always_inline void on_open(__u64 key, __u8 role)
 	if (role == ROLE_CLIENT) {
 		/* connect() runs in the caller's context; a server-side child is made in softirq, where the current
 		 * task is unrelated, so its process is filled in when accept() returns it. */
-		info.pid = bpf_get_current_pid_tgid() >> 32;
-		bpf_get_current_comm(info.comm, sizeof(info.comm));
+		stamp_process(&info);
 	}
 	if (bpf_map_update_elem(&flows, &key, &info, BPF_ANY))
 		count_drop(DROP_FLOWS_FULL);
@@ -275,8 +284,7 @@ static __always_inline int on_accepted(long fd)
 	struct sock_info *info = bpf_map_lookup_elem(&flows, &key);
 	if (!info || info->pid)
 		return 0;
-	info->pid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(info->comm, sizeof(info->comm));
+	stamp_process(info);
 	return 0;
 }
 

@@ -222,10 +222,19 @@ func (a *Agent) read() {
 	// them whatever the deadline, and the cycle ends at the first read that finds the buffer empty.
 	tick := a.cfg.CloseGrace / 2
 	a.probe.SetDeadline(time.Now().Add(tick))
-	var ev capture.Event
+	var (
+		ev   capture.Event
+		now  time.Time
+		seen uint
+	)
 	for {
 		err := a.probe.Read(&ev)
-		now := time.Now()
+		// The clock is read every 64 records, not every record (it was a fifth of the reader's CPU): grace
+		// deadlines are 200 ms, and 64 records arrive within a millisecond under load.
+		if err != nil || seen%64 == 0 {
+			now = time.Now()
+		}
+		seen++
 		switch {
 		case err == nil:
 			if c, ok := events[ev.Kind]; ok {

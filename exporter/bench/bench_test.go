@@ -68,6 +68,7 @@ func BenchmarkKernelNsPerHit(b *testing.B) {
 			total += s.RunTime
 			if s.Runs > 0 {
 				figure(scope+" "+s.Name+" ns/run", s.NsPerRun(), "ns", goalFor(scope, s.Name))
+				figure("  "+s.Name+" runs per connection", float64(s.Runs)/float64(conns), "runs", "-")
 			}
 		}
 		perConn := float64(total.Nanoseconds()) / float64(conns)
