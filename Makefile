@@ -21,8 +21,9 @@ deps: ## install system packages and tools (clang, bpftool, libbpf-dev, iproute2
 	@scripts/install-deps.sh
 
 .PHONY: generate
-generate: deps ## rebuild generated code (bpf2go objects and bindings) with the pinned tools
+generate: deps ## rebuild generated code (bpf2go objects and bindings, protobuf) with the pinned tools
 	$(GO) generate ./bpf/...
+	scripts/gen-proto.sh
 
 .PHONY: build
 build: ## build every binary into bin/

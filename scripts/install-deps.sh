@@ -11,7 +11,6 @@ have bpftool  || need_apt+=(bpftool)
 [ -f /usr/include/bpf/bpf_helpers.h ] || need_apt+=(libbpf-dev)
 have ip       || need_apt+=(iproute2)
 have tc       || need_apt+=(iproute2)
-have iptables || need_apt+=(iptables)
 have nft      || need_apt+=(nftables)
 have protoc   || need_apt+=(protobuf-compiler)
 
