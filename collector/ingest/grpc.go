@@ -1,0 +1,102 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/flowlens/flowlens/internal/wire"
+	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
+)
+
+// Metrics are what every listener counts.
+type Metrics struct {
+	Batches *prometheus.CounterVec // by transport and outcome: stored, duplicate, rejected, retry, error
+	Records *prometheus.CounterVec // stored records by transport
+}
+
+// NewMetrics registers the ingest metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Batches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flowlens_collector_ingest_batches_total", Help: "Batches received, by transport and outcome.",
+		}, []string{"transport", "outcome"}),
+		Records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flowlens_collector_ingest_records_total", Help: "Records stored, by transport.",
+		}, []string{"transport"}),
+	}
+	reg.MustRegister(m.Batches, m.Records)
+	return m
+}
+
+// Handler decodes, de-duplicates and stores batches for every transport.
+type Handler struct {
+	Sink    Sink
+	Dedup   *Dedup
+	Metrics *Metrics
+	Log     *zap.Logger
+}
+
+// Handle takes one wire batch that arrived over transport and says what to answer.
+func (h *Handler) Handle(ctx context.Context, transport string, b *flowv1.FlowBatch) *flowv1.BatchAck {
+	ack := &flowv1.BatchAck{Seq: b.GetSeq()}
+	outcome := func(s flowv1.AckStatus, name, msg string) *flowv1.BatchAck {
+		h.Metrics.Batches.WithLabelValues(transport, name).Inc()
+		ack.Status, ack.Message = s, msg
+		return ack
+	}
+	records, err := wire.Records(b)
+	if err != nil {
+		h.Log.Warn("batch rejected", zap.String("transport", transport), zap.String("exporter", b.GetExporterId()), zap.Error(err))
+		return outcome(flowv1.AckStatus_ACK_STATUS_REJECTED, "rejected", err.Error())
+	}
+	if !h.Dedup.Claim(b.ExporterId, b.Seq) {
+		return outcome(flowv1.AckStatus_ACK_STATUS_DUPLICATE, "duplicate", "")
+	}
+	err = h.Sink.Put(ctx, &Batch{ExporterID: b.ExporterId, Seq: b.Seq, Transport: transport, Records: records})
+	h.Dedup.Done(b.ExporterId, b.Seq, err == nil)
+	switch {
+	case err == nil:
+		h.Metrics.Records.WithLabelValues(transport).Add(float64(len(records)))
+		return outcome(flowv1.AckStatus_ACK_STATUS_STORED, "stored", "")
+	case errors.Is(err, ErrFull):
+		return outcome(flowv1.AckStatus_ACK_STATUS_RETRY, "retry", err.Error())
+	default:
+		h.Log.Error("store batch", zap.Error(err))
+		return outcome(flowv1.AckStatus_ACK_STATUS_RETRY, "error", "store failed")
+	}
+}
+
+// GRPC serves flowlens.flow.v1.IngestService. A batch that is well-formed protobuf but wrong (unknown
+// version, bad address) is answered REJECTED on the stream, which stays open; a message that is not
+// protobuf at all ends the stream with InvalidArgument.
+type GRPC struct {
+	flowv1.UnimplementedIngestServiceServer
+	H *Handler
+}
+
+// Send implements IngestService.Send: one ack per batch, in order.
+func (g *GRPC) Send(stream flowv1.IngestService_SendServer) error {
+	for {
+		b, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			if s, ok := status.FromError(err); ok && s.Code() == codes.Internal {
+				// grpc-go reports a message it cannot unmarshal as Internal: it is the peer's bad input.
+				g.H.Metrics.Batches.WithLabelValues("grpc", "malformed").Inc()
+				return status.Errorf(codes.InvalidArgument, "malformed batch: %v", s.Message())
+			}
+			return err
+		}
+		if err := stream.Send(g.H.Handle(stream.Context(), "grpc", b)); err != nil {
+			return err
+		}
+	}
+}
