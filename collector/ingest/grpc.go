@@ -72,6 +72,23 @@ func (h *Handler) Handle(ctx context.Context, transport string, b *flowv1.FlowBa
 	}
 }
 
+// Store decodes b and hands it to the sink without de-duplication: for UDP, which is at most once and whose
+// datagrams may carry parts of one batch under its sequence number. It returns the records stored.
+func (h *Handler) Store(ctx context.Context, transport string, b *flowv1.FlowBatch) (int, error) {
+	records, err := wire.Records(b)
+	if err != nil {
+		h.Metrics.Batches.WithLabelValues(transport, "rejected").Inc()
+		return 0, err
+	}
+	if err := h.Sink.Put(ctx, &Batch{ExporterID: b.ExporterId, Seq: b.Seq, Transport: transport, Records: records}); err != nil {
+		h.Metrics.Batches.WithLabelValues(transport, "error").Inc()
+		return 0, err
+	}
+	h.Metrics.Batches.WithLabelValues(transport, "stored").Inc()
+	h.Metrics.Records.WithLabelValues(transport).Add(float64(len(records)))
+	return len(records), nil
+}
+
 // GRPC serves flowlens.flow.v1.IngestService. A batch that is well-formed protobuf but wrong (unknown
 // version, bad address) is answered REJECTED on the stream, which stays open; a message that is not
 // protobuf at all ends the stream with InvalidArgument.
