@@ -6,7 +6,7 @@
  * Hooks, all tracepoints (kprobes and fentry are not available everywhere, tracepoints are a stable ABI):
  *   tp_btf/inet_sock_set_state          the lifecycle: connect, child socket, close.
  *   tp_btf/tcp_send_reset               RSTs this side sent.
- *   tp_btf/tcp_retransmit_skb           retransmissions, for kernels whose tcp_sock lacks total_retrans.
+ *   tp_btf/tcp_retransmit_skb           retransmissions in scope, counted live.
  *   tracepoint/syscalls/sys_exit_accept4 and sys_exit_accept
  *                                        the process that accepted a server-side connection.
  *   raw_tracepoint (never attached)      `snapshot`, run by the exporter through BPF_PROG_RUN every flush
@@ -36,7 +36,7 @@ const enum event_kind *unused_event_kind __attribute__((unused));
 const enum flow_role *unused_flow_role __attribute__((unused));
 const enum flow_close *unused_flow_close __attribute__((unused));
 const enum event_flag *unused_event_flag __attribute__((unused));
-const enum drop_reason *unused_drop_reason __attribute__((unused));
+const enum counter *unused_counter __attribute__((unused));
 
 /* target_netns is the inode of the network namespace to watch; 0 watches every namespace (host scope).
  * Set by the exporter before load, so the verifier prunes the branch that does not apply. */
@@ -61,16 +61,17 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DROP_REASON_MAX);
+	__uint(max_entries, COUNTER_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
-} drops SEC(".maps");
+} counters SEC(".maps");
 
-static __always_inline void count_drop(__u32 reason)
+static __always_inline void count(__u32 which)
 {
-	__u64 *n = bpf_map_lookup_elem(&drops, &reason);
+	__u64 *n = bpf_map_lookup_elem(&counters, &which);
+	/* Atomic although per-CPU: a softirq-context hook can interrupt a process-context one on this CPU. */
 	if (n)
-		*n += 1; /* per-CPU slot: no atomics needed */
+		__sync_fetch_and_add(n, 1);
 }
 
 /* bpf_rdonly_cast makes a typed, read-only view of a kernel pointer, so its fields load directly. */
@@ -130,10 +131,7 @@ static __always_inline void fill_event(struct flow_event *ev, const struct sock 
 	ev->srtt_us = tp->srtt_us >> 3;  /* stored scaled by 8 */
 	ev->rttvar_us = tp->mdev_us >> 2; /* stored scaled by 4, as tcp_info reports it */
 	ev->min_rtt_us = tp->rtt_min.s[0].v;
-	if (bpf_core_field_exists(tp->total_retrans))
-		ev->total_retrans = tp->total_retrans;
-	else if (info)
-		ev->total_retrans = info->retrans_events;
+	ev->total_retrans = tp->total_retrans;
 
 	if (info) {
 		/* A server's SYN-ACK leaves from the request socket, before this socket exists, so tcp_sock never
@@ -155,7 +153,8 @@ static __always_inline void fill_event(struct flow_event *ev, const struct sock 
  * EVENT_RESET_SENT and the exporter amends the record. */
 static __always_inline __u8 close_reason(int oldstate, const struct flow_event *ev)
 {
-	if (oldstate == TCP_SYN_SENT)
+	/* A client whose SYN was never answered, or a server socket whose handshake never completed. */
+	if (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV)
 		return CLOSE_CONNECT_FAILED;
 	if (ev->flags & FLAG_RST_SENT)
 		return CLOSE_RESET_SENT;
@@ -191,7 +190,7 @@ static __always_inline void on_open(__u64 key, __u8 role)
 		stamp_process(&info);
 	}
 	if (bpf_map_update_elem(&flows, &key, &info, BPF_ANY))
-		count_drop(DROP_FLOWS_FULL);
+		count(COUNTER_UNTRACKED);
 }
 
 static __always_inline bool was_connected(int oldstate)
@@ -220,7 +219,7 @@ static __always_inline void on_close(const struct sock *sk, __u64 key, int oldst
 
 	struct flow_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
-		count_drop(DROP_RINGBUF_FULL);
+		count(COUNTER_RINGBUF_FULL);
 	} else {
 		fill_event(ev, sk, info, bpf_ktime_get_ns());
 		ev->kind = EVENT_CLOSE;
@@ -317,7 +316,7 @@ int BPF_PROG(on_send_reset, const struct sock *sk)
 		return 0;
 	struct flow_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
-		count_drop(DROP_RINGBUF_FULL);
+		count(COUNTER_RESET_LOST);
 		return 0;
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
@@ -327,15 +326,13 @@ int BPF_PROG(on_send_reset, const struct sock *sk)
 	return 0;
 }
 
+/* on_retransmit counts retransmissions in scope: a live signal between records. The records' own count
+ * comes from tcp_sock.total_retrans, exact whenever the programs were attached. */
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(on_retransmit, const struct sock *sk)
 {
-	if (!sk || !in_scope(sk))
-		return 0;
-	__u64 key = (__u64)sk;
-	struct sock_info *info = bpf_map_lookup_elem(&flows, &key);
-	if (info)
-		__sync_fetch_and_add(&info->retrans_events, 1);
+	if (sk && in_scope(sk))
+		count(COUNTER_RETRANSMITS);
 	return 0;
 }
 

@@ -40,21 +40,22 @@ enum event_flag {
 	FLAG_PREEXISTING = 2, /* the connection was open before the programs were attached */
 };
 
-/* drop_reason indexes the per-CPU drops map; the exporter exports each as a counter. */
-enum drop_reason {
-	DROP_RINGBUF_FULL = 0, /* a final record found the ring buffer full and was lost */
-	DROP_FLOWS_FULL = 1,   /* a new connection found the flows map full and will not be reported */
-	DROP_REASON_MAX = 2,
+/* counter indexes the per-CPU counters map; the exporter exports each. */
+enum counter {
+	COUNTER_RINGBUF_FULL = 0, /* drop: a final record found the ring buffer full and was lost */
+	COUNTER_RESET_LOST = 1,   /* drop: a late RST notice found the ring buffer full; its record stays NORMAL */
+	COUNTER_UNTRACKED = 2,    /* a new connection found the flows map full: reported at close as preexisting */
+	COUNTER_RETRANSMITS = 3,  /* retransmissions in scope, a live signal between records */
+	COUNTER_MAX = 4,
 };
 
 /* sock_info is what the kernel keeps per live connection, keyed by the socket's address.
- * Everything else is read from struct tcp_sock when a record is made, so this stays small:
- * 40 bytes a connection keeps a 64k-entry preallocated map near 4 MiB. */
+ * Everything else is read from struct tcp_sock when a record is made, so this stays small (40 bytes with
+ * alignment), and a 64k-entry preallocated map near 6 MiB with the hash table's own overhead. */
 struct sock_info {
 	__u64 start_ns;        /* CLOCK_MONOTONIC when the connect or the child socket began */
 	__u32 pid;             /* tgid that connected or accepted; 0 until accept() returns */
 	__u32 last_tick;       /* snapshot tick that last reported this connection */
-	__u32 retrans_events;  /* tcp_retransmit_skb hits, used where tcp_sock lacks total_retrans */
 	__u8 role;             /* enum flow_role */
 	__u8 flags;            /* enum event_flag */
 	__u8 _pad[2];

@@ -13,12 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type FlowDropReason uint32
+type FlowCounter uint32
 
 const (
-	FlowDropReasonDROP_RINGBUF_FULL FlowDropReason = 0
-	FlowDropReasonDROP_FLOWS_FULL   FlowDropReason = 1
-	FlowDropReasonDROP_REASON_MAX   FlowDropReason = 2
+	FlowCounterCOUNTER_RINGBUF_FULL FlowCounter = 0
+	FlowCounterCOUNTER_RESET_LOST   FlowCounter = 1
+	FlowCounterCOUNTER_UNTRACKED    FlowCounter = 2
+	FlowCounterCOUNTER_RETRANSMITS  FlowCounter = 3
+	FlowCounterCOUNTER_MAX          FlowCounter = 4
 )
 
 type FlowEventFlag uint32
@@ -87,38 +89,38 @@ const (
 )
 
 type FlowSockInfo struct {
-	_             structs.HostLayout
-	StartNs       uint64
-	Pid           uint32
-	LastTick      uint32
-	RetransEvents uint32
-	Role          uint8
-	Flags         uint8
-	Pad           [2]uint8
-	Comm          [16]int8
+	_        structs.HostLayout
+	StartNs  uint64
+	Pid      uint32
+	LastTick uint32
+	Role     uint8
+	Flags    uint8
+	Pad      [2]uint8
+	Comm     [16]int8
+	_        [4]byte
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	FlowMapDrops            = "drops"
-	FlowMapEvents           = "events"
-	FlowMapFlows            = "flows"
-	FlowProgOnAccept4Exit   = "on_accept4_exit"
-	FlowProgOnAcceptExit    = "on_accept_exit"
-	FlowProgOnRetransmit    = "on_retransmit"
-	FlowProgOnSendReset     = "on_send_reset"
-	FlowProgOnSetState      = "on_set_state"
-	FlowProgSnapshot        = "snapshot"
-	FlowVarTargetNetns      = "target_netns"
-	FlowVarUnusedDropReason = "unused_drop_reason"
-	FlowVarUnusedEventFlag  = "unused_event_flag"
-	FlowVarUnusedEventKind  = "unused_event_kind"
-	FlowVarUnusedFlowClose  = "unused_flow_close"
-	FlowVarUnusedFlowEvent  = "unused_flow_event"
-	FlowVarUnusedFlowRole   = "unused_flow_role"
-	FlowVarWakeupBytes      = "wakeup_bytes"
+	FlowMapCounters        = "counters"
+	FlowMapEvents          = "events"
+	FlowMapFlows           = "flows"
+	FlowProgOnAccept4Exit  = "on_accept4_exit"
+	FlowProgOnAcceptExit   = "on_accept_exit"
+	FlowProgOnRetransmit   = "on_retransmit"
+	FlowProgOnSendReset    = "on_send_reset"
+	FlowProgOnSetState     = "on_set_state"
+	FlowProgSnapshot       = "snapshot"
+	FlowVarTargetNetns     = "target_netns"
+	FlowVarUnusedCounter   = "unused_counter"
+	FlowVarUnusedEventFlag = "unused_event_flag"
+	FlowVarUnusedEventKind = "unused_event_kind"
+	FlowVarUnusedFlowClose = "unused_flow_close"
+	FlowVarUnusedFlowEvent = "unused_flow_event"
+	FlowVarUnusedFlowRole  = "unused_flow_role"
+	FlowVarWakeupBytes     = "wakeup_bytes"
 )
 
 // LoadFlow returns the embedded CollectionSpec for Flow.
@@ -175,23 +177,23 @@ type FlowProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FlowMapSpecs struct {
-	Drops  *ebpf.MapSpec `ebpf:"drops"`
-	Events *ebpf.MapSpec `ebpf:"events"`
-	Flows  *ebpf.MapSpec `ebpf:"flows"`
+	Counters *ebpf.MapSpec `ebpf:"counters"`
+	Events   *ebpf.MapSpec `ebpf:"events"`
+	Flows    *ebpf.MapSpec `ebpf:"flows"`
 }
 
 // FlowVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FlowVariableSpecs struct {
-	TargetNetns      *ebpf.VariableSpec `ebpf:"target_netns"`
-	UnusedDropReason *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
-	UnusedEventFlag  *ebpf.VariableSpec `ebpf:"unused_event_flag"`
-	UnusedEventKind  *ebpf.VariableSpec `ebpf:"unused_event_kind"`
-	UnusedFlowClose  *ebpf.VariableSpec `ebpf:"unused_flow_close"`
-	UnusedFlowEvent  *ebpf.VariableSpec `ebpf:"unused_flow_event"`
-	UnusedFlowRole   *ebpf.VariableSpec `ebpf:"unused_flow_role"`
-	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	TargetNetns     *ebpf.VariableSpec `ebpf:"target_netns"`
+	UnusedCounter   *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedEventFlag *ebpf.VariableSpec `ebpf:"unused_event_flag"`
+	UnusedEventKind *ebpf.VariableSpec `ebpf:"unused_event_kind"`
+	UnusedFlowClose *ebpf.VariableSpec `ebpf:"unused_flow_close"`
+	UnusedFlowEvent *ebpf.VariableSpec `ebpf:"unused_flow_event"`
+	UnusedFlowRole  *ebpf.VariableSpec `ebpf:"unused_flow_role"`
+	WakeupBytes     *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // FlowObjects contains all objects after they have been loaded into the kernel.
@@ -214,14 +216,14 @@ func (o *FlowObjects) Close() error {
 //
 // It can be passed to LoadFlowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FlowMaps struct {
-	Drops  *ebpf.Map `ebpf:"drops"`
-	Events *ebpf.Map `ebpf:"events"`
-	Flows  *ebpf.Map `ebpf:"flows"`
+	Counters *ebpf.Map `ebpf:"counters"`
+	Events   *ebpf.Map `ebpf:"events"`
+	Flows    *ebpf.Map `ebpf:"flows"`
 }
 
 func (m *FlowMaps) Close() error {
 	return _FlowClose(
-		m.Drops,
+		m.Counters,
 		m.Events,
 		m.Flows,
 	)
@@ -231,14 +233,14 @@ func (m *FlowMaps) Close() error {
 //
 // It can be passed to LoadFlowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FlowVariables struct {
-	TargetNetns      *ebpf.Variable `ebpf:"target_netns"`
-	UnusedDropReason *ebpf.Variable `ebpf:"unused_drop_reason"`
-	UnusedEventFlag  *ebpf.Variable `ebpf:"unused_event_flag"`
-	UnusedEventKind  *ebpf.Variable `ebpf:"unused_event_kind"`
-	UnusedFlowClose  *ebpf.Variable `ebpf:"unused_flow_close"`
-	UnusedFlowEvent  *ebpf.Variable `ebpf:"unused_flow_event"`
-	UnusedFlowRole   *ebpf.Variable `ebpf:"unused_flow_role"`
-	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	TargetNetns     *ebpf.Variable `ebpf:"target_netns"`
+	UnusedCounter   *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedEventFlag *ebpf.Variable `ebpf:"unused_event_flag"`
+	UnusedEventKind *ebpf.Variable `ebpf:"unused_event_kind"`
+	UnusedFlowClose *ebpf.Variable `ebpf:"unused_flow_close"`
+	UnusedFlowEvent *ebpf.Variable `ebpf:"unused_flow_event"`
+	UnusedFlowRole  *ebpf.Variable `ebpf:"unused_flow_role"`
+	WakeupBytes     *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // FlowPrograms contains all programs after they have been loaded into the kernel.

@@ -5,4 +5,4 @@
 // `make generate` rebuilds them; TestGeneratedUpToDate fails when they are stale.
 package bpf
 
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -type flow_event -type sock_info -type event_kind -type flow_role -type flow_close -type event_flag -type drop_reason Flow flow.bpf.c -- -I./headers
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -type flow_event -type sock_info -type event_kind -type flow_role -type flow_close -type event_flag -type counter Flow flow.bpf.c -- -I./headers

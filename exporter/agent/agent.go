@@ -25,6 +25,18 @@ import (
 	"github.com/flowlens/flowlens/exporter/output"
 )
 
+const (
+	// maxBatch is the most records handed to the output at once: one hand-off (a goroutine wake-up) per
+	// batch rather than per record.
+	maxBatch = 256
+	// freeBatches written batches are kept for reuse: enough to recycle in steady state, few enough that
+	// a burst's batches go back to the heap.
+	freeBatches = 4
+	// drainTimeout bounds how long shutdown waits for the output to take what is queued (a stalled stdout
+	// must not hang the exporter); what it abandons is counted.
+	drainTimeout = 5 * time.Second
+)
+
 // Agent is a running exporter. Start it with Start; it runs until its context ends, then Wait returns.
 type Agent struct {
 	cfg     config.Config
@@ -32,11 +44,14 @@ type Agent struct {
 	probe   *capture.Probe
 	metrics *metrics.Metrics
 	sink    output.Sink
-	queue   chan []flow.Record // batches; its capacity and the batch size bound it to QueueRecords records
-	free    chan []flow.Record // written batches, back for reuse
-	batch   int
 	http    *http.Server
 	addr    net.Addr
+
+	// The queue to the output is bounded in records, not batches: queued counts the records in it, the
+	// reader adds before handing a batch over and the writer subtracts after writing one.
+	queue  chan []flow.Record
+	queued atomic.Int64
+	free   chan []flow.Record // written batches, back for reuse
 
 	stopping atomic.Bool // set once the final snapshot is in the ring buffer: the reader drains, then ends
 	done     chan struct{}
@@ -44,7 +59,7 @@ type Agent struct {
 }
 
 // Start checks the machine, loads and attaches the programs and starts the goroutines. The agent stops
-// when ctx ends; Wait returns after the last record reached sink.
+// when ctx ends; Wait returns after the last record reached sink, or was counted as dropped.
 func Start(ctx context.Context, cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, sink output.Sink) (*Agent, error) {
 	if err := capture.Preflight(""); err != nil {
 		return nil, err
@@ -65,36 +80,27 @@ func Start(ctx context.Context, cfg config.Config, log *zap.Logger, reg promethe
 	if err != nil {
 		return nil, err
 	}
-	// Records travel to the output in batches: one hand-off (and goroutine wake-up) per batch, not per record.
-	batch := min(maxBatch, cfg.QueueRecords)
+	m, err := metrics.New(reg, probe.Counters, log)
+	if err != nil {
+		probe.Close()
+		return nil, err
+	}
 	a := &Agent{
 		cfg:     cfg,
 		log:     log,
 		probe:   probe,
-		metrics: metrics.New(reg, probe.Drops, log),
+		metrics: m,
 		sink:    sink,
-		queue:   make(chan []flow.Record, max(1, cfg.QueueRecords/batch)),
-		free:    make(chan []flow.Record, freeBatches),
-		batch:   batch,
-		done:    make(chan struct{}),
+		// Room for the worst case of one-record batches: the record budget, not the channel, binds.
+		queue: make(chan []flow.Record, cfg.QueueRecords),
+		free:  make(chan []flow.Record, freeBatches),
+		done:  make(chan struct{}),
 	}
 	if cfg.MetricsAddr != "" {
-		ln, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
+		if err := a.serveMetrics(gatherer); err != nil {
 			probe.Close()
-			return nil, fmt.Errorf("metrics listener: %w", err)
+			return nil, err
 		}
-		a.addr = ln.Addr()
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/debug/pprof/", pprof.Index) // profiles, on the same (loopback by default) listener
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("metrics server", zap.Error(err))
-			}
-		}()
 	}
 	go a.run(ctx)
 	log.Info("flow-exporter running", zap.String("scope", cfg.Scope), zap.Uint32("netns", netns),
@@ -102,22 +108,40 @@ func Start(ctx context.Context, cfg config.Config, log *zap.Logger, reg promethe
 	return a, nil
 }
 
+func (a *Agent) serveMetrics(gatherer prometheus.Gatherer) error {
+	ln, err := net.Listen("tcp", a.cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("metrics listener: %w", err)
+	}
+	a.addr = ln.Addr()
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // profiles, on the same (loopback by default) listener
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	a.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("metrics server", zap.Error(err))
+		}
+	}()
+	return nil
+}
+
 // MetricsAddr is where /metrics is served, or nil.
 func (a *Agent) MetricsAddr() net.Addr { return a.addr }
 
-// Wait blocks until the agent has stopped and every record reached the sink. It may be called any number
-// of times.
+// Wait blocks until the agent has stopped. It may be called any number of times.
 func (a *Agent) Wait() error {
 	<-a.done
 	return a.err
 }
 
 func (a *Agent) run(ctx context.Context) {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	readerDone := make(chan struct{})
-	go func() { defer wg.Done(); defer close(readerDone); a.read() }()
-	go func() { defer wg.Done(); a.write() }()
+	var reader sync.WaitGroup
+	reader.Add(1)
+	go func() { defer reader.Done(); a.read() }()
+	writerDone := make(chan struct{})
+	go func() { defer close(writerDone); a.write() }()
 
 	a.snapshotLoop(ctx)
 
@@ -125,14 +149,17 @@ func (a *Agent) run(ctx context.Context) {
 	// interim record, let the reader drain the ring buffer and flush the table, then the output.
 	a.probe.Detach()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	err := a.probe.Snapshot(sctx)
+	err := a.snapshot(sctx)
 	cancel()
-	if err != nil {
-		a.log.Error("final snapshot", zap.Error(err))
-	}
 	a.stopping.Store(true)
-	<-readerDone
-	wg.Wait()
+	reader.Wait()
+	select {
+	case <-writerDone:
+	case <-time.After(drainTimeout):
+		left := a.queued.Load()
+		a.metrics.Drops.WithLabelValues("output", "shutdown_timeout").Add(float64(left))
+		a.log.Error("output did not drain in time; abandoning queued records", zap.Int64("records", left))
+	}
 	if a.http != nil {
 		hctx, hcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = a.http.Shutdown(hctx)
@@ -152,26 +179,30 @@ func (a *Agent) snapshotLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := a.probe.Snapshot(ctx); err != nil && ctx.Err() == nil {
+			if err := a.snapshot(ctx); err != nil && ctx.Err() == nil {
 				a.log.Error("snapshot", zap.Error(err))
 			}
-			a.metrics.Snapshots.Inc()
 		}
 	}
 }
 
-// maxBatch is the most records handed to the output at once; freeBatches written batches are kept for
-// reuse (enough to recycle in steady state, few enough that a burst's batches go back to the heap).
-const (
-	maxBatch    = 256
-	freeBatches = 4
-)
+// snapshot runs one interim-record round and counts it.
+func (a *Agent) snapshot(ctx context.Context) error {
+	err := a.probe.Snapshot(ctx)
+	outcome := "ok"
+	if err != nil {
+		outcome = "failed"
+	}
+	a.metrics.Snapshots.WithLabelValues(outcome).Inc()
+	return err
+}
 
 var kindNames = map[capture.Kind]string{
 	capture.KindClose: "close", capture.KindActive: "active", capture.KindResetSent: "reset_sent",
 }
 
-// read owns the flow table. It ends when stopping is set and the ring buffer is empty, then closes the queue.
+// read owns the flow table. It ends once stopping was set before a read that found the ring buffer
+// empty, then closes the queue.
 func (a *Agent) read() {
 	defer close(a.queue)
 	queueFull := a.metrics.Drops.WithLabelValues("queue", "full")
@@ -190,26 +221,27 @@ func (a *Agent) read() {
 		case b := <-a.free:
 			return b[:0]
 		default:
-			return make([]flow.Record, 0, a.batch)
+			return make([]flow.Record, 0, min(maxBatch, a.cfg.QueueRecords))
 		}
 	}
 	batch := newBatch()
-	// send hands the batch to the output, or drops and counts it whole: the reader never blocks, or the
-	// kernel would drop instead.
+	// send hands the batch to the output, or drops and counts it whole when the queue's record budget
+	// cannot take it: the reader never blocks, or the kernel would drop instead.
 	send := func() {
 		if len(batch) == 0 {
 			return
 		}
-		select {
-		case a.queue <- batch:
-			for i := range batch {
-				emitted[batch[i].Close].Inc()
-			}
-			batch = newBatch()
-		default:
+		if a.queued.Add(int64(len(batch))) > int64(a.cfg.QueueRecords) {
+			a.queued.Add(-int64(len(batch)))
 			queueFull.Add(float64(len(batch)))
 			batch = batch[:0]
+			return
 		}
+		for i := range batch {
+			emitted[batch[i].Close].Inc()
+		}
+		a.queue <- batch // never blocks: the channel has room for QueueRecords batches
+		batch = newBatch()
 	}
 	table := flowtable.New(a.cfg.CloseGrace, func(r *flow.Record) {
 		batch = append(batch, *r)
@@ -218,6 +250,19 @@ func (a *Agent) read() {
 			send()
 		}
 	})
+	var lastStats flowtable.Stats
+	lateResets := func() {
+		st := table.Stats()
+		a.metrics.LateResets.WithLabelValues("true").Add(float64(st.Matched - lastStats.Matched))
+		a.metrics.LateResets.WithLabelValues("false").Add(float64(st.Unmatched - lastStats.Unmatched))
+		lastStats = st
+	}
+	finish := func() {
+		table.Flush()
+		send()
+		lateResets()
+	}
+
 	// The deadline is set once per poll cycle, not per record: while records keep coming, Read returns
 	// them whatever the deadline, and the cycle ends at the first read that finds the buffer empty.
 	tick := a.cfg.CloseGrace / 2
@@ -228,6 +273,9 @@ func (a *Agent) read() {
 		seen uint
 	)
 	for {
+		// Read the flag before the read: an empty buffer proves the final snapshot drained only if the
+		// snapshot was complete before the read began.
+		stop := a.stopping.Load()
 		err := a.probe.Read(&ev)
 		// The clock is read every 64 records, not every record (it was a fifth of the reader's CPU): grace
 		// deadlines are 200 ms, and 64 records arrive within a millisecond under load.
@@ -237,20 +285,16 @@ func (a *Agent) read() {
 		seen++
 		switch {
 		case err == nil:
-			if c, ok := events[ev.Kind]; ok {
-				c.Inc()
-			}
+			events[ev.Kind].Inc()
 			table.Add(&ev, now)
 		case capture.IsTimeout(err):
-			if a.stopping.Load() {
-				table.Flush()
-				send()
+			if stop {
+				finish()
 				return
 			}
 			a.probe.SetDeadline(now.Add(tick))
 		case errors.Is(err, capture.ErrClosed):
-			table.Flush()
-			send()
+			finish()
 			return
 		default:
 			decodeErr.Inc()
@@ -259,6 +303,7 @@ func (a *Agent) read() {
 		table.Expire(now)
 		if err != nil {
 			send() // the ring buffer is empty: what is batched goes now rather than wait for more
+			lateResets()
 		}
 	}
 }
@@ -272,6 +317,7 @@ func (a *Agent) write() {
 				a.log.Warn("output", zap.Error(err))
 			}
 		}
+		a.queued.Add(-int64(len(batch)))
 		if len(a.queue) == 0 {
 			if err := a.sink.Flush(); err != nil {
 				a.log.Warn("output flush", zap.Error(err))

@@ -393,6 +393,10 @@ func TestRetransmits(t *testing.T) {
 	if r.BytesSent != up || r.BytesReceived != 3*up+7 {
 		t.Errorf("bytes sent %d received %d, want %d and %d", r.BytesSent, r.BytesReceived, up, 3*up+7)
 	}
+	// The live counter of the tcp_retransmit_skb hook saw them too (it counts attempts, the record segments).
+	if c, err := p.Counters(); err != nil || c.Retransmits == 0 {
+		t.Errorf("live retransmit counter %d (%v), want > 0", c.Retransmits, err)
+	}
 }
 
 // dial6 connects an AF_INET6 socket to ap, v4-mapped addresses included (Go's dialer turns those into
@@ -435,9 +439,12 @@ func TestKernelDropsExact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	drops, _ := p.Drops()
-	if tracked != 64 || drops["flows_map_full"] != 2*n-64 {
-		t.Errorf("tracked %d, flows_map_full %d: want 64 and %d", tracked, drops["flows_map_full"], 2*n-64)
+	c, err := p.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tracked != 64 || c.Untracked != 2*n-64 {
+		t.Errorf("tracked %d, untracked %d: want 64 and %d", tracked, c.Untracked, 2*n-64)
 	}
 	for _, c := range conns {
 		c.Close()
@@ -459,12 +466,18 @@ func TestKernelDropsExact(t *testing.T) {
 			read++
 		}
 	}
-	drops, _ = p.Drops()
-	if read == 0 || drops["ringbuf_full"] == 0 {
-		t.Fatalf("read %d, dropped %d: the test needs both", read, drops["ringbuf_full"])
+	if c, err = p.Counters(); err != nil {
+		t.Fatal(err)
+	}
+	lost := c.Drops["ringbuf_full"]
+	if read == 0 || lost == 0 {
+		t.Fatalf("read %d, dropped %d: the test needs both", read, lost)
 	}
 	// Every socket's close is either read or counted; the untracked ones come as preexisting records.
-	if got := uint64(read) + drops["ringbuf_full"]; got != 2*n {
-		t.Errorf("read %d + dropped %d = %d final records, want %d", read, drops["ringbuf_full"], got, 2*n)
+	if got := uint64(read) + lost; got != 2*n {
+		t.Errorf("read %d + dropped %d = %d final records, want %d", read, lost, got, 2*n)
+	}
+	if c.Drops["reset_notice_lost"] != 0 || c.Drops["recursion"] != 0 {
+		t.Errorf("unexpected drops %v", c.Drops)
 	}
 }

@@ -86,6 +86,9 @@ func decode(raw []byte, c clock, ev *Event, comm func(*[16]int8) string) error {
 	if ev.Kind != KindClose && ev.Kind != KindActive {
 		return fmt.Errorf("decode flow event: unknown kind %d", k.Kind)
 	}
+	if k.Role > uint8(flow.RoleServer) || k.Close > uint8(flow.CloseTimeout) {
+		return fmt.Errorf("decode flow event: role %d or close reason %d out of range", k.Role, k.Close)
+	}
 	r.LocalAddr = addr(k.Family, &k.Laddr)
 	r.RemoteAddr = addr(k.Family, &k.Raddr)
 	r.LocalPort = k.Lport

@@ -58,8 +58,9 @@ func checkTracefs() error {
 			return nil
 		}
 	}
-	if err := unix.Mount("tracefs", tracefsDirs[0], "tracefs", 0, ""); err == nil {
+	err := unix.Mount("tracefs", tracefsDirs[0], "tracefs", 0, "")
+	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("tracefs not found at %v and could not be mounted: mount -t tracefs tracefs %s", tracefsDirs, tracefsDirs[0])
+	return fmt.Errorf("tracefs not found at %v and mounting it failed (%w): mount -t tracefs tracefs %s", tracefsDirs, err, tracefsDirs[0])
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -120,7 +119,8 @@ func Open(opts Options, log *zap.Logger) (*Probe, error) {
 func loadError(err error) error {
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
-		return fmt.Errorf("the kernel's verifier refused a program: %+v", ve)
+		// %w keeps the error inspectable; %+v adds the whole verifier log, which Error() truncates.
+		return fmt.Errorf("the kernel's verifier refused a program: %w\nverifier log:\n%+v", err, ve)
 	}
 	return fmt.Errorf("load bpf programs: %w", err)
 }
@@ -145,6 +145,7 @@ func (p *Probe) Close() error {
 }
 
 // NetnsInode returns the inode of the network namespace at path, or of process pid's when path is a number.
+// Anything that is not a namespace file is an error, rather than a scope that silently matches nothing.
 func NetnsInode(pathOrPid string) (uint32, error) {
 	path := pathOrPid
 	if path == "" {
@@ -152,13 +153,16 @@ func NetnsInode(pathOrPid string) (uint32, error) {
 	} else if _, err := strconv.Atoi(path); err == nil {
 		path = "/proc/" + path + "/ns/net"
 	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(path, &fs); err != nil {
+		return 0, fmt.Errorf("network namespace %s: %w", path, err)
+	}
+	if fs.Type != unix.NSFS_MAGIC {
+		return 0, fmt.Errorf("network namespace %s: not a namespace file (give /var/run/netns/NAME, /proc/PID/ns/net or a pid)", path)
+	}
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
 		return 0, fmt.Errorf("network namespace %s: %w", path, err)
-	}
-	if !strings.HasPrefix(path, "/proc/") && st.Mode&unix.S_IFMT != unix.S_IFREG && st.Mode&unix.S_IFMT != unix.S_IFLNK {
-		// bind-mounted namespaces (ip netns) are regular nsfs files; anything else is a mistake
-		return 0, fmt.Errorf("network namespace %s: not a namespace file", path)
 	}
 	return uint32(st.Ino), nil
 }

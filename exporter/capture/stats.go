@@ -7,27 +7,47 @@ import (
 	"github.com/flowlens/flowlens/bpf"
 )
 
-// DropReasons names the kernel-side drop counters, indexed as the drops map is.
-var DropReasons = map[uint32]string{
-	uint32(bpf.FlowDropReasonDROP_RINGBUF_FULL): "ringbuf_full",
-	uint32(bpf.FlowDropReasonDROP_FLOWS_FULL):   "flows_map_full",
+// Counters are the kernel side's counts, summed over CPUs.
+type Counters struct {
+	// Drops are records lost in the kernel, by reason: ringbuf_full (a final record), reset_notice_lost (a
+	// late RST notice: its record stays NORMAL), recursion (a hook run the kernel skipped because another
+	// program was running on that CPU: a missed open or close).
+	Drops map[string]uint64
+	// Untracked counts connections that found the flows map full: reported at close as preexisting.
+	Untracked uint64
+	// Retransmits counts retransmissions in scope.
+	Retransmits uint64
 }
 
-// Drops returns the kernel's drop counters, summed over CPUs, by reason.
-func (p *Probe) Drops() (map[string]uint64, error) {
-	out := make(map[string]uint64, len(DropReasons))
-	for idx, name := range DropReasons {
+// Counters reads the kernel's counters.
+func (p *Probe) Counters() (Counters, error) {
+	var c [bpf.FlowCounterCOUNTER_MAX]uint64
+	for i := range c {
 		var perCPU []uint64
-		if err := p.objs.Drops.Lookup(idx, &perCPU); err != nil {
-			return nil, fmt.Errorf("read drops map: %w", err)
+		if err := p.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
+			return Counters{}, fmt.Errorf("read counters map: %w", err)
 		}
-		var sum uint64
 		for _, v := range perCPU {
-			sum += v
+			c[i] += v
 		}
-		out[name] = sum
 	}
-	return out, nil
+	var recursion uint64
+	for _, h := range hooks(&p.objs) {
+		st, err := h.prog.Stats()
+		if err != nil {
+			return Counters{}, fmt.Errorf("program stats %s: %w", h.name, err)
+		}
+		recursion += st.RecursionMisses
+	}
+	return Counters{
+		Drops: map[string]uint64{
+			"ringbuf_full":      c[bpf.FlowCounterCOUNTER_RINGBUF_FULL],
+			"reset_notice_lost": c[bpf.FlowCounterCOUNTER_RESET_LOST],
+			"recursion":         recursion,
+		},
+		Untracked:   c[bpf.FlowCounterCOUNTER_UNTRACKED],
+		Retransmits: c[bpf.FlowCounterCOUNTER_RETRANSMITS],
+	}, nil
 }
 
 // ProgramStats is what the kernel measured of one program while BPF statistics were enabled.

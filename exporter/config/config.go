@@ -26,8 +26,8 @@ type Config struct {
 	// Output is where records go: "stdout" (one JSON object per line) or "discard" (count only, for
 	// benchmarks).
 	Output string `mapstructure:"output"`
-	// FlushInterval is how often connections open longer than it are reported as interim (ACTIVE) records.
-	// Default 60s.
+	// FlushInterval is how often every open connection the exporter tracks is reported as an interim (ACTIVE)
+	// record. Default 60s.
 	FlushInterval time.Duration `mapstructure:"flush_interval"`
 	// CloseGrace is how long a final record waits for a late RST to amend its close reason. Default 200ms.
 	CloseGrace time.Duration `mapstructure:"close_grace"`
@@ -60,7 +60,7 @@ var options = []option{
 	{"scope", "scope", "netns", "netns (one network namespace) or host (all of them)"},
 	{"netns", "netns", "", "namespace for --scope=netns: path or pid (default: the exporter's own)"},
 	{"output", "output", "stdout", "stdout (JSON lines) or discard"},
-	{"flush_interval", "flush-interval", 60 * time.Second, "report connections open longer than this every interval"},
+	{"flush_interval", "flush-interval", 60 * time.Second, "report every open connection as an interim record this often"},
 	{"close_grace", "close-grace", 200 * time.Millisecond, "how long a final record waits for a late RST"},
 	{"max_connections", "max-connections", uint32(0), "open connections tracked in the kernel (0: 65536 netns, 262144 host)"},
 	{"ring_buffer_bytes", "ring-buffer-bytes", uint32(4 << 20), "kernel ring buffer size in bytes (power of two)"},

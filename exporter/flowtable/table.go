@@ -28,10 +28,11 @@ type Table struct {
 	stats Stats
 }
 
-// Stats counts what the table did, for metrics.
+// Stats counts what the table did with late RSTs.
 type Stats struct {
-	Amended   uint64 // final records whose close reason a late RST changed to RESET_SENT
-	Unmatched uint64 // late RSTs that found no held record (held past grace, or never reported)
+	Matched   uint64 // late RSTs that found their held record
+	Amended   uint64 // of those, the records whose close reason they changed to RESET_SENT
+	Unmatched uint64 // late RSTs that found no held record (held past the grace, or never reported)
 }
 
 type held struct {
@@ -64,10 +65,11 @@ func (t *Table) Add(ev *capture.Event, now time.Time) {
 	case capture.KindResetSent:
 		if seq, ok := t.pending[ev.Sock]; ok {
 			h := &t.held[seq-t.base]
+			t.stats.Matched++
 			if h.rec.Close == flow.CloseNormal {
 				h.rec.Close = flow.CloseResetSent
+				t.stats.Amended++
 			}
-			t.stats.Amended++
 		} else {
 			t.stats.Unmatched++
 		}

@@ -65,7 +65,7 @@ func TestTable(t *testing.T) {
 				{at: time.Second, exp: true, want: []uint16{10}},
 			},
 			wantClose: map[uint16]flow.Close{10: flow.CloseResetSent},
-			wantStats: Stats{Amended: 1},
+			wantStats: Stats{Matched: 1, Amended: 1},
 		},
 		{
 			name: "late RST leaves a connect failure alone",
@@ -75,7 +75,7 @@ func TestTable(t *testing.T) {
 				{at: time.Second, exp: true, want: []uint16{10}},
 			},
 			wantClose: map[uint16]flow.Close{10: flow.CloseConnectFailed},
-			wantStats: Stats{Amended: 1},
+			wantStats: Stats{Matched: 1},
 		},
 		{
 			name: "RST after the grace is unmatched",
@@ -96,7 +96,7 @@ func TestTable(t *testing.T) {
 				{at: time.Second, exp: true, want: []uint16{11}},
 			},
 			wantClose: map[uint16]flow.Close{10: flow.CloseNormal, 11: flow.CloseResetSent},
-			wantStats: Stats{Amended: 1},
+			wantStats: Stats{Matched: 1, Amended: 1},
 		},
 		{
 			name: "records leave in arrival order",

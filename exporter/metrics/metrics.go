@@ -3,8 +3,12 @@
 package metrics
 
 import (
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/flowlens/flowlens/exporter/capture"
 )
 
 // Metrics are the exporter's counters. Create them with New.
@@ -12,14 +16,15 @@ type Metrics struct {
 	EventsRead *prometheus.CounterVec // by kind: close, active, reset_sent
 	Records    *prometheus.CounterVec // emitted records by close reason
 	Drops      *prometheus.CounterVec // user-space drops by stage and reason
-	Snapshots  prometheus.Counter
+	LateResets *prometheus.CounterVec // late RST notices, by whether they found their record
+	Snapshots  *prometheus.CounterVec // interim-record rounds, by outcome
 }
 
 const dropsHelp = "Flow records lost, by the stage that dropped them and why."
 
-// New registers the metrics on reg. kernelDrops, when not nil, is read at every scrape for the drops the
-// BPF programs counted (stage "kernel").
-func New(reg prometheus.Registerer, kernelDrops func() (map[string]uint64, error), log *zap.Logger) *Metrics {
+// New registers the metrics on reg. kernel, when not nil, is read at every scrape for the BPF side's
+// counters.
+func New(reg prometheus.Registerer, kernel func() (capture.Counters, error), log *zap.Logger) (*Metrics, error) {
 	m := &Metrics{
 		EventsRead: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flowlens_exporter_events_read_total", Help: "Events read from the kernel ring buffer, by kind.",
@@ -30,39 +35,59 @@ func New(reg prometheus.Registerer, kernelDrops func() (map[string]uint64, error
 		Drops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flowlens_exporter_drops_total", Help: dropsHelp,
 		}, []string{"stage", "reason"}),
-		Snapshots: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "flowlens_exporter_snapshots_total", Help: "Interim-record rounds run over the live connections.",
-		}),
+		LateResets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flowlens_exporter_late_resets_total",
+			Help: "RSTs sent just after a close; matched ones turned the record's close reason to RESET_SENT.",
+		}, []string{"matched"}),
+		Snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flowlens_exporter_snapshots_total", Help: "Interim-record rounds over the live connections, by outcome.",
+		}, []string{"outcome"}),
 	}
-	reg.MustRegister(m.EventsRead, m.Records, m.Snapshots,
-		&dropsCollector{vec: m.Drops, kernel: kernelDrops, log: log})
-	return m
+	for _, c := range []prometheus.Collector{m.EventsRead, m.Records, m.LateResets, m.Snapshots,
+		&kernelCollector{drops: m.Drops, read: kernel, log: log}} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register exporter metrics: %w", err)
+		}
+	}
+	return m, nil
 }
 
-// dropsCollector is the whole drops family: the user-space counters, plus the BPF programs' counters read
-// at scrape time (stage "kernel") so they are never stale. One collector, because a registry refuses two
-// collectors for one family.
-type dropsCollector struct {
-	vec    *prometheus.CounterVec
-	kernel func() (map[string]uint64, error)
-	log    *zap.Logger
+// kernelCollector is the whole drops family (the user-space counters plus the BPF side's, read at scrape
+// time so they are never stale: one collector, because a registry refuses two for one family) and the
+// kernel's other counters.
+type kernelCollector struct {
+	drops *prometheus.CounterVec
+	read  func() (capture.Counters, error)
+	log   *zap.Logger
 }
 
-var dropsDesc = prometheus.NewDesc("flowlens_exporter_drops_total", dropsHelp, []string{"stage", "reason"}, nil)
+var (
+	dropsDesc     = prometheus.NewDesc("flowlens_exporter_drops_total", dropsHelp, []string{"stage", "reason"}, nil)
+	untrackedDesc = prometheus.NewDesc("flowlens_exporter_untracked_connections_total",
+		"Connections that found the kernel's flows map full: reported at close as preexisting, without interim records.", nil, nil)
+	retransDesc = prometheus.NewDesc("flowlens_exporter_retransmits_total",
+		"TCP retransmissions in scope, counted live by the kernel.", nil, nil)
+)
 
-func (d *dropsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- dropsDesc }
+func (k *kernelCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- dropsDesc
+	ch <- untrackedDesc
+	ch <- retransDesc
+}
 
-func (d *dropsCollector) Collect(ch chan<- prometheus.Metric) {
-	d.vec.Collect(ch)
-	if d.kernel == nil {
+func (k *kernelCollector) Collect(ch chan<- prometheus.Metric) {
+	k.drops.Collect(ch)
+	if k.read == nil {
 		return
 	}
-	drops, err := d.kernel()
+	c, err := k.read()
 	if err != nil {
-		d.log.Warn("read kernel drop counters", zap.Error(err))
+		k.log.Warn("read kernel counters", zap.Error(err))
 		return
 	}
-	for reason, n := range drops {
+	for reason, n := range c.Drops {
 		ch <- prometheus.MustNewConstMetric(dropsDesc, prometheus.CounterValue, float64(n), "kernel", reason)
 	}
+	ch <- prometheus.MustNewConstMetric(untrackedDesc, prometheus.CounterValue, float64(c.Untracked))
+	ch <- prometheus.MustNewConstMetric(retransDesc, prometheus.CounterValue, float64(c.Retransmits))
 }
