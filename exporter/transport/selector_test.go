@@ -1,0 +1,128 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+
+	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
+)
+
+// scripted is a transport whose answers the test decides.
+type scripted struct {
+	name string
+	down bool
+	sent int
+}
+
+func (s *scripted) Name() string { return s.name }
+func (s *scripted) Close() error { return nil }
+func (s *scripted) Send(context.Context, *flowv1.FlowBatch) (flowv1.AckStatus, error) {
+	if s.down {
+		return 0, errors.New("connection refused")
+	}
+	s.sent++
+	return flowv1.AckStatus_ACK_STATUS_STORED, nil
+}
+
+// TestSelectorDemotesAndProbes: a failing gRPC is demoted after three failures, HTTPS takes over, and gRPC
+// is chosen again once its probe interval has passed and it answers.
+func TestSelectorDemotesAndProbes(t *testing.T) {
+	g, h := &scripted{name: "grpc"}, &scripted{name: "https"}
+	now := time.Unix(1000, 0)
+	reg := prometheus.NewRegistry()
+	m, err := NewSelectorMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Selector{Transports: map[string]Transport{"grpc": g, "https": h}, FailAfter: 3, Probe: 30 * time.Second,
+		Metrics: m, Log: zap.NewNop(), Now: func() time.Time { return now }}
+	send := func() error {
+		_, err := s.Send(context.Background(), &flowv1.FlowBatch{})
+		now = now.Add(time.Second)
+		return err
+	}
+	if send() != nil || s.Name() != "grpc" || g.sent != 1 {
+		t.Fatalf("first send through %s", s.Name())
+	}
+	g.down = true
+	for range 3 {
+		if send() == nil {
+			t.Fatal("send through a down gRPC succeeded")
+		}
+	}
+	if send() != nil || s.Name() != "https" || h.sent != 1 {
+		t.Fatalf("after three failures: through %s, https sent %d", s.Name(), h.sent)
+	}
+	g.down = false
+	for now.Before(time.Unix(1000, 0).Add(33 * time.Second)) { // still inside the probe interval
+		send()
+	}
+	if s.Name() != "https" {
+		t.Fatalf("gRPC chosen again before its probe interval: %s", s.Name())
+	}
+	send()
+	if s.Name() != "grpc" {
+		t.Fatalf("gRPC not chosen again after its probe interval: %s", s.Name())
+	}
+	if v := testutil.ToFloat64(m.Demotions.WithLabelValues("grpc")); v != 1 {
+		t.Errorf("demotions %v, want 1", v)
+	}
+	if testutil.ToFloat64(m.Active.WithLabelValues("grpc")) != 1 || testutil.ToFloat64(m.Active.WithLabelValues("https")) != 0 {
+		t.Error("active gauge does not show gRPC alone")
+	}
+
+	// Pinning at run time overrides the policy; unpinning hands it back.
+	s.Pin("https")
+	send()
+	if s.Name() != "https" {
+		t.Fatalf("pinned https, sent through %s", s.Name())
+	}
+	s.Pin("auto")
+	send()
+	if s.Name() != "grpc" {
+		t.Fatalf("unpinned, sent through %s", s.Name())
+	}
+	s.Pin("udp")
+	if _, err := s.Send(context.Background(), &flowv1.FlowBatch{}); err == nil {
+		t.Fatal("pinned to a transport that is not configured, and the send succeeded")
+	}
+}
+
+func TestCgroupLimits(t *testing.T) {
+	raw, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Skip("no /proc/self/cgroup")
+	}
+	var path string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "0::"); ok {
+			path = rest
+		}
+	}
+	for _, tc := range []struct {
+		cpuMax, memMax string
+		cpu            float64
+		mem            int64
+	}{
+		{"50000 100000", "134217728", 0.5, 128 << 20},
+		{"max 100000", "max", 0, 0},
+	} {
+		root := t.TempDir()
+		dir := filepath.Join(root, path)
+		os.MkdirAll(dir, 0o755)
+		os.WriteFile(filepath.Join(dir, "cpu.max"), []byte(tc.cpuMax+"\n"), 0o644)
+		os.WriteFile(filepath.Join(dir, "memory.max"), []byte(tc.memMax+"\n"), 0o644)
+		if cpu, mem := CgroupLimits(root); cpu != tc.cpu || mem != tc.mem {
+			t.Errorf("cpu.max %q memory.max %q: read %v cores %d bytes, want %v %d", tc.cpuMax, tc.memMax, cpu, mem, tc.cpu, tc.mem)
+		}
+	}
+}
