@@ -60,7 +60,7 @@ type Agent struct {
 
 // Start checks the machine, loads and attaches the programs and starts the goroutines. The agent stops
 // when ctx ends; Wait returns after the last record reached sink, or was counted as dropped.
-func Start(ctx context.Context, cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, sink output.Sink) (*Agent, error) {
+func Start(ctx context.Context, cfg config.Config, log *zap.Logger, m *metrics.Metrics, gatherer prometheus.Gatherer, sink output.Sink) (*Agent, error) {
 	if err := capture.Preflight(""); err != nil {
 		return nil, err
 	}
@@ -80,11 +80,7 @@ func Start(ctx context.Context, cfg config.Config, log *zap.Logger, reg promethe
 	if err != nil {
 		return nil, err
 	}
-	m, err := metrics.New(reg, probe.Counters, log)
-	if err != nil {
-		probe.Close()
-		return nil, err
-	}
+	m.SetKernel(probe.Counters)
 	a := &Agent{
 		cfg:     cfg,
 		log:     log,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/flowlens/flowlens/exporter/config"
 	"github.com/flowlens/flowlens/exporter/flow"
+	"github.com/flowlens/flowlens/exporter/metrics"
 	"github.com/flowlens/flowlens/internal/nettest"
 )
 
@@ -54,7 +55,12 @@ func start(t *testing.T, cfg config.Config, sink *memSink) (*Agent, *prometheus.
 	nettest.RequirePrivileged(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	reg := prometheus.NewRegistry()
-	a, err := Start(ctx, cfg, zaptest.NewLogger(t), reg, reg, sink)
+	m, err := metrics.New(reg, zaptest.NewLogger(t))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	a, err := Start(ctx, cfg, zaptest.NewLogger(t), m, reg, sink)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -3,11 +3,15 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/fsnotify/fsnotify"
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -23,9 +27,11 @@ type Config struct {
 	// Netns selects the namespace for scope netns: a path (/var/run/netns/x, /proc/PID/ns/net) or a pid.
 	// Empty means the exporter's own namespace.
 	Netns string `mapstructure:"netns"`
-	// Output is where records go: "stdout" (one JSON object per line) or "discard" (count only, for
-	// benchmarks).
+	// Output is where records go: "collector" (batches to flow-collector, see Collector), "stdout" (one
+	// JSON object per line) or "discard" (count only, for benchmarks).
 	Output string `mapstructure:"output"`
+	// Collector says how to reach flow-collector when Output is "collector".
+	Collector Collector `mapstructure:"collector"`
 	// FlushInterval is how often every open connection the exporter tracks is reported as an interim (ACTIVE)
 	// record. Default 60s.
 	FlushInterval time.Duration `mapstructure:"flush_interval"`
@@ -44,9 +50,47 @@ type Config struct {
 	MetricsAddr string `mapstructure:"metrics_addr"`
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `mapstructure:"log_level"`
+	// File is the config file Load read, if any (set by Load, not a setting).
+	File string `mapstructure:"-"`
 	// Workload is the identity stamped on every record as local_workload. In a pod the injector sets it
 	// from the downward API (FLOWLENS_WORKLOAD_NAME, _NAMESPACE, _POD, _POD_UID, _NODE, _CLUSTER).
 	Workload flow.Workload `mapstructure:"workload"`
+}
+
+// Collector is the delivery to flow-collector.
+type Collector struct {
+	// Transport is auto (the selector's policy), grpc, https or udp (pinned). Editing it in the config
+	// file switches at run time.
+	Transport string `mapstructure:"transport"`
+	// GRPCAddr is host:port of the collector's gRPC ingest; empty: no gRPC.
+	GRPCAddr string `mapstructure:"grpc_addr"`
+	// HTTPSURL is the collector's batch endpoint, https://host:port/v1/batches; empty: no HTTPS.
+	HTTPSURL string `mapstructure:"https_url"`
+	// UDPAddr is host:port of the collector's UDP ingest; empty: no UDP.
+	UDPAddr string `mapstructure:"udp_addr"`
+	// UDPKeyFile holds the shared HMAC key that signs every UDP datagram (required with UDPAddr).
+	UDPKeyFile string `mapstructure:"udp_key_file"`
+	// CAFile verifies the collector's certificate (default: the system roots). CertFile and KeyFile are the
+	// exporter's client certificate, for collectors that require mTLS.
+	CAFile   string `mapstructure:"ca_file"`
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+	// Insecure sends gRPC without TLS: for a collector on loopback only.
+	Insecure bool `mapstructure:"insecure"`
+	// ExporterID names this exporter to the collector; a random suffix per run keeps (id, seq) unique
+	// across restarts. Default: the node name.
+	ExporterID string `mapstructure:"exporter_id"`
+	// BatchRecords is the most records in one batch. Default 512.
+	BatchRecords int `mapstructure:"batch_records"`
+	// BufferBatches and BufferBytes bound the batches waiting for an answer; beyond either the oldest are
+	// dropped and counted. Defaults 1024 and 16 MiB: about 500,000 records, minutes of a busy host.
+	BufferBatches int `mapstructure:"buffer_batches"`
+	BufferBytes   int `mapstructure:"buffer_bytes"`
+	// SendTimeout bounds one batch's wait for its answer. Default 5s.
+	SendTimeout time.Duration `mapstructure:"send_timeout"`
+	// FailAfter consecutive failures demote a transport until ProbeInterval has passed. Defaults 3, 30s.
+	FailAfter     int           `mapstructure:"fail_after"`
+	ProbeInterval time.Duration `mapstructure:"probe_interval"`
 }
 
 // option is one setting: its viper key, flag, default and help.
@@ -59,7 +103,23 @@ type option struct {
 var options = []option{
 	{"scope", "scope", "netns", "netns (one network namespace) or host (all of them)"},
 	{"netns", "netns", "", "namespace for --scope=netns: path or pid (default: the exporter's own)"},
-	{"output", "output", "stdout", "stdout (JSON lines) or discard"},
+	{"output", "output", "stdout", "collector, stdout (JSON lines) or discard"},
+	{"collector.transport", "collector-transport", "auto", "auto, grpc, https or udp"},
+	{"collector.grpc_addr", "collector-grpc-addr", "", "collector gRPC address host:port"},
+	{"collector.https_url", "collector-https-url", "", "collector HTTPS batch URL"},
+	{"collector.udp_addr", "collector-udp-addr", "", "collector UDP address host:port"},
+	{"collector.udp_key_file", "collector-udp-key-file", "", "file with the UDP HMAC key"},
+	{"collector.ca_file", "collector-ca-file", "", "CA that signed the collector's certificate"},
+	{"collector.cert_file", "collector-cert-file", "", "client certificate for mTLS"},
+	{"collector.key_file", "collector-key-file", "", "client key for mTLS"},
+	{"collector.insecure", "collector-insecure", false, "gRPC without TLS (loopback only)"},
+	{"collector.exporter_id", "exporter-id", "", "this exporter's name (default: node name)"},
+	{"collector.batch_records", "batch-records", 512, "records per batch"},
+	{"collector.buffer_batches", "buffer-batches", 1024, "batches held for the collector"},
+	{"collector.buffer_bytes", "buffer-bytes", 16 << 20, "bytes held for the collector"},
+	{"collector.send_timeout", "send-timeout", 5 * time.Second, "wait for one batch's answer"},
+	{"collector.fail_after", "fail-after", 3, "consecutive failures that demote a transport"},
+	{"collector.probe_interval", "probe-interval", 30 * time.Second, "when a demoted transport is tried again"},
 	{"flush_interval", "flush-interval", 60 * time.Second, "report every open connection as an interim record this often"},
 	{"close_grace", "close-grace", 200 * time.Millisecond, "how long a final record waits for a late RST"},
 	{"max_connections", "max-connections", uint32(0), "open connections tracked in the kernel (0: 65536 netns, 262144 host)"},
@@ -92,6 +152,8 @@ func Load(args []string) (Config, error) {
 			fs.Uint32(o.flag, d, o.usage)
 		case int:
 			fs.Int(o.flag, d, o.usage)
+		case bool:
+			fs.Bool(o.flag, d, o.usage)
 		}
 		if err := v.BindPFlag(o.key, fs.Lookup(o.flag)); err != nil {
 			return Config{}, fmt.Errorf("bind flag %s: %w", o.flag, err)
@@ -113,8 +175,34 @@ func Load(args []string) (Config, error) {
 	if err := v.Unmarshal(&c); err != nil {
 		return Config{}, fmt.Errorf("parse config: %w", err)
 	}
+	c.File = *file
 	c.applyDefaults()
 	return c, c.Validate()
+}
+
+func (c Collector) validate() []error {
+	var errs []error
+	switch c.Transport {
+	case "auto", "grpc", "https", "udp":
+	default:
+		errs = append(errs, fmt.Errorf("collector.transport %q: want auto, grpc, https or udp", c.Transport))
+	}
+	if c.GRPCAddr == "" && c.HTTPSURL == "" && c.UDPAddr == "" {
+		errs = append(errs, errors.New("output collector: set at least one of collector.grpc_addr, https_url, udp_addr"))
+	}
+	if c.UDPAddr != "" && c.UDPKeyFile == "" {
+		errs = append(errs, errors.New("collector.udp_addr needs collector.udp_key_file: datagrams are signed"))
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		errs = append(errs, errors.New("collector.cert_file and key_file go together"))
+	}
+	if c.BatchRecords < 1 || c.BufferBatches < 1 || c.BufferBytes < 1<<10 || c.FailAfter < 1 {
+		errs = append(errs, errors.New("collector batch_records, buffer_batches, fail_after must be >= 1 and buffer_bytes >= 1024"))
+	}
+	if c.SendTimeout <= 0 || c.ProbeInterval <= 0 {
+		errs = append(errs, errors.New("collector send_timeout and probe_interval must be positive"))
+	}
+	return errs
 }
 
 func (c *Config) applyDefaults() {
@@ -126,6 +214,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Workload.Node == "" {
 		c.Workload.Node, _ = os.Hostname()
+	}
+	if c.Collector.ExporterID == "" {
+		c.Collector.ExporterID = c.Workload.Node
+		if c.Workload.Pod != "" {
+			c.Collector.ExporterID = c.Workload.Namespace + "/" + c.Workload.Pod
+		}
 	}
 }
 
@@ -143,8 +237,10 @@ func (c Config) Validate() error {
 	}
 	switch c.Output {
 	case "stdout", "discard":
+	case "collector":
+		errs = append(errs, c.Collector.validate()...)
 	default:
-		errs = append(errs, fmt.Errorf("output %q: want stdout or discard", c.Output))
+		errs = append(errs, fmt.Errorf("output %q: want collector, stdout or discard", c.Output))
 	}
 	if c.FlushInterval < time.Second {
 		errs = append(errs, fmt.Errorf("flush_interval %v: want at least 1s", c.FlushInterval))
@@ -167,4 +263,39 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel))
 	}
 	return errors.Join(errs...)
+}
+
+// Watch calls onChange with the configuration loaded again from args whenever the file it names changes,
+// until ctx ends. A configuration that fails to load or validate comes with its error. It watches the
+// file's directory, since editors and Kubernetes ConfigMaps replace files rather than write them.
+func Watch(ctx context.Context, args []string, file string, onChange func(Config, error)) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch config: %w", err)
+	}
+	if err := w.Add(filepath.Dir(file)); err != nil {
+		w.Close()
+		return fmt.Errorf("watch config %s: %w", file, err)
+	}
+	go func() {
+		defer w.Close()
+		var settle <-chan time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if filepath.Clean(ev.Name) == filepath.Clean(file) || filepath.Base(ev.Name) == "..data" {
+					settle = time.After(100 * time.Millisecond) // one reload for a burst of events
+				}
+			case <-w.Errors:
+			case <-settle:
+				onChange(Load(args))
+			}
+		}
+	}()
+	return nil
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,6 +43,11 @@ func TestValidate(t *testing.T) {
 		{[]string{"--scope", "pod"}, `scope "pod"`},
 		{[]string{"--scope", "host", "--netns", "1"}, "only for scope netns"},
 		{[]string{"--output", "kafka"}, `output "kafka"`},
+		{[]string{"--output", "collector"}, "at least one of"},
+		{[]string{"--output", "collector", "--collector-grpc-addr", "h:1", "--collector-transport", "carrier-pigeon"}, "collector.transport"},
+		{[]string{"--output", "collector", "--collector-udp-addr", "h:1"}, "udp_key_file"},
+		{[]string{"--output", "collector", "--collector-grpc-addr", "h:1", "--collector-cert-file", "c"}, "go together"},
+		{[]string{"--output", "collector", "--collector-grpc-addr", "h:1"}, ""},
 		{[]string{"--flush-interval", "10ms"}, "flush_interval"},
 		{[]string{"--ring-buffer-bytes", "5000"}, "power of two"},
 		{[]string{"--max-connections", "3"}, "max_connections 3"},
@@ -56,5 +62,40 @@ func TestValidate(t *testing.T) {
 		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
 			t.Errorf("%v: error %v, want it to mention %q", tt.args, err, tt.want)
 		}
+	}
+}
+
+// TestWatch: editing the file makes Watch call back with the new configuration; a broken edit comes with
+// its error.
+func TestWatch(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(file, []byte("output: collector\ncollector:\n  grpc_addr: h:1\n  transport: auto\n"), 0o600)
+	args := []string{"--config", file}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type change struct {
+		c   Config
+		err error
+	}
+	changes := make(chan change, 4)
+	if err := Watch(ctx, args, file, func(c Config, err error) { changes <- change{c, err} }); err != nil {
+		t.Fatal(err)
+	}
+	next := func() change {
+		select {
+		case ch := <-changes:
+			return ch
+		case <-time.After(5 * time.Second):
+			t.Fatal("no callback after the edit")
+		}
+		return change{}
+	}
+	os.WriteFile(file, []byte("output: collector\ncollector:\n  grpc_addr: h:1\n  transport: https\n"), 0o600)
+	if ch := next(); ch.err != nil || ch.c.Collector.Transport != "https" {
+		t.Fatalf("after the edit: transport %q, error %v", ch.c.Collector.Transport, ch.err)
+	}
+	os.WriteFile(file, []byte("output: collector\ncollector:\n  grpc_addr: h:1\n  transport: pigeon\n"), 0o600)
+	if ch := next(); ch.err == nil {
+		t.Fatal("a broken edit came without an error")
 	}
 }

@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -18,13 +19,13 @@ type Metrics struct {
 	Drops      *prometheus.CounterVec // user-space drops by stage and reason
 	LateResets *prometheus.CounterVec // late RST notices, by whether they found their record
 	Snapshots  *prometheus.CounterVec // interim-record rounds, by outcome
+	kernel     *kernelCollector
 }
 
 const dropsHelp = "Flow records lost, by the stage that dropped them and why."
 
-// New registers the metrics on reg. kernel, when not nil, is read at every scrape for the BPF side's
-// counters.
-func New(reg prometheus.Registerer, kernel func() (capture.Counters, error), log *zap.Logger) (*Metrics, error) {
+// New registers the metrics on reg. Until SetKernel, the kernel's counters are not reported.
+func New(reg prometheus.Registerer, log *zap.Logger) (*Metrics, error) {
 	m := &Metrics{
 		EventsRead: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flowlens_exporter_events_read_total", Help: "Events read from the kernel ring buffer, by kind.",
@@ -43,8 +44,8 @@ func New(reg prometheus.Registerer, kernel func() (capture.Counters, error), log
 			Name: "flowlens_exporter_snapshots_total", Help: "Interim-record rounds over the live connections, by outcome.",
 		}, []string{"outcome"}),
 	}
-	for _, c := range []prometheus.Collector{m.EventsRead, m.Records, m.LateResets, m.Snapshots,
-		&kernelCollector{drops: m.Drops, read: kernel, log: log}} {
+	m.kernel = &kernelCollector{drops: m.Drops, log: log}
+	for _, c := range []prometheus.Collector{m.EventsRead, m.Records, m.LateResets, m.Snapshots, m.kernel} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register exporter metrics: %w", err)
 		}
@@ -52,12 +53,15 @@ func New(reg prometheus.Registerer, kernel func() (capture.Counters, error), log
 	return m, nil
 }
 
+// SetKernel makes every scrape read the BPF side's counters with read.
+func (m *Metrics) SetKernel(read func() (capture.Counters, error)) { m.kernel.read.Store(&read) }
+
 // kernelCollector is the whole drops family (the user-space counters plus the BPF side's, read at scrape
 // time so they are never stale: one collector, because a registry refuses two for one family) and the
 // kernel's other counters.
 type kernelCollector struct {
 	drops *prometheus.CounterVec
-	read  func() (capture.Counters, error)
+	read  atomic.Pointer[func() (capture.Counters, error)]
 	log   *zap.Logger
 }
 
@@ -77,10 +81,11 @@ func (k *kernelCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (k *kernelCollector) Collect(ch chan<- prometheus.Metric) {
 	k.drops.Collect(ch)
-	if k.read == nil {
+	read := k.read.Load()
+	if read == nil {
 		return
 	}
-	c, err := k.read()
+	c, err := (*read)()
 	if err != nil {
 		k.log.Warn("read kernel counters", zap.Error(err))
 		return

@@ -13,12 +13,13 @@ import (
 
 func TestKernelCountersAndDropsInOneFamily(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m, err := New(reg, func() (capture.Counters, error) {
-		return capture.Counters{Drops: map[string]uint64{"ringbuf_full": 3, "recursion": 0}, Untracked: 5, Retransmits: 7}, nil
-	}, zap.NewNop())
+	m, err := New(reg, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.SetKernel(func() (capture.Counters, error) {
+		return capture.Counters{Drops: map[string]uint64{"ringbuf_full": 3, "recursion": 0}, Untracked: 5, Retransmits: 7}, nil
+	})
 	m.Drops.WithLabelValues("queue", "full").Add(2)
 
 	want := `
@@ -38,7 +39,7 @@ flowlens_exporter_untracked_connections_total 5
 		"flowlens_exporter_retransmits_total", "flowlens_exporter_untracked_connections_total"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(reg, nil, zap.NewNop()); err == nil {
+	if _, err := New(reg, zap.NewNop()); err == nil {
 		t.Fatal("registering twice succeeded")
 	}
 }

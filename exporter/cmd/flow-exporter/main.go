@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -17,7 +18,9 @@ import (
 
 	"github.com/flowlens/flowlens/exporter/agent"
 	"github.com/flowlens/flowlens/exporter/config"
+	"github.com/flowlens/flowlens/exporter/metrics"
 	"github.com/flowlens/flowlens/exporter/output"
+	"github.com/flowlens/flowlens/exporter/shipper"
 	"github.com/flowlens/flowlens/internal/logging"
 )
 
@@ -50,11 +53,37 @@ func run() error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	sink, err := output.New(cfg.Output, os.Stdout)
+	m, err := metrics.New(reg, log)
 	if err != nil {
 		return err
 	}
-	a, err := agent.Start(ctx, cfg, log, reg, reg, sink)
+
+	var sink output.Sink
+	if cfg.Output == "collector" {
+		ship, err := shipper.New(cfg.Collector, cfg.Workload, m.Drops, reg, log)
+		if err != nil {
+			return err
+		}
+		defer ship.Close(10 * time.Second)
+		sink = ship
+		if cfg.File != "" {
+			// Editing collector.transport in the file switches the transport without a restart.
+			err := config.Watch(ctx, os.Args[1:], cfg.File, func(c config.Config, err error) {
+				if err != nil {
+					log.Error("config change ignored", zap.Error(err))
+					return
+				}
+				log.Info("config reloaded", zap.String("collector.transport", c.Collector.Transport))
+				ship.Pin(c.Collector.Transport)
+			})
+			if err != nil {
+				return err
+			}
+		}
+	} else if sink, err = output.New(cfg.Output, os.Stdout); err != nil {
+		return err
+	}
+	a, err := agent.Start(ctx, cfg, log, m, reg, sink)
 	if err != nil {
 		return err
 	}

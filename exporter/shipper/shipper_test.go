@@ -1,0 +1,125 @@
+package shipper_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc"
+
+	"github.com/flowlens/flowlens/collector/ingest"
+	"github.com/flowlens/flowlens/exporter/agent"
+	"github.com/flowlens/flowlens/exporter/config"
+	"github.com/flowlens/flowlens/exporter/flow"
+	"github.com/flowlens/flowlens/exporter/metrics"
+	"github.com/flowlens/flowlens/exporter/shipper"
+	"github.com/flowlens/flowlens/internal/nettest"
+	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
+)
+
+type received struct {
+	mu   sync.Mutex
+	recs []flow.Record
+}
+
+func (r *received) Put(_ context.Context, b *ingest.Batch) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.recs = append(r.recs, b.Records...)
+	return nil
+}
+
+func (r *received) forPort(p int) []flow.Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []flow.Record
+	for _, x := range r.recs {
+		if int(x.LocalPort) == p || int(x.RemotePort) == p {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// TestCaptureToCollector: connections made in a namespace are captured by the real programs, shipped over
+// gRPC and arrive at the collector's ingest with their exact byte counts and the workload.
+func TestCaptureToCollector(t *testing.T) {
+	nettest.RequirePrivileged(t)
+	ns := nettest.NewNetns(t)
+
+	// The collector: a real gRPC ingest server on loopback.
+	got := &received{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	flowv1.RegisterIngestServiceServer(srv, &ingest.GRPC{H: &ingest.Handler{Sink: got, Dedup: ingest.NewDedup(100),
+		Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zaptest.NewLogger(t)}})
+	go srv.Serve(ln)
+	defer srv.Stop()
+
+	cfg, err := config.Load([]string{"--netns", ns.Path, "--metrics-addr", "", "--close-grace", "50ms",
+		"--output", "collector", "--collector-grpc-addr", ln.Addr().String(), "--collector-insecure",
+		"--workload-name", "checkout", "--workload-namespace", "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ship, err := shipper.New(cfg.Collector, cfg.Workload, m.Drops, reg, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := agent.Start(ctx, cfg, zaptest.NewLogger(t), m, reg, ship)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var sln net.Listener
+	ns.Do(t, func() { sln, err = net.Listen("tcp", "127.0.0.1:0") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sln.Close()
+	nettest.Serve(sln, func(c net.Conn) { io.Copy(c, c); c.Close() })
+	var c net.Conn
+	ns.Do(t, func() { c, err = net.Dial("tcp", sln.Addr().String()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write(make([]byte, 3000))
+	io.ReadFull(c, make([]byte, 3000))
+	c.Close()
+	sport := sln.Addr().(*net.TCPAddr).Port
+
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got.forPort(sport)) < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	a.Wait()
+	ship.Close(5 * time.Second)
+
+	recs := got.forPort(sport)
+	if len(recs) != 2 {
+		t.Fatalf("collector got %d records for the connection, want 2: %+v", len(recs), recs)
+	}
+	for _, r := range recs {
+		if r.BytesSent != 3000 || r.BytesReceived != 3000 || r.Close != flow.CloseNormal {
+			t.Errorf("%s: sent %d received %d close %s, want 3000 3000 NORMAL", r.Role, r.BytesSent, r.BytesReceived, r.Close)
+		}
+		if r.LocalWorkload.Name != "checkout" || r.LocalWorkload.Namespace != "shop" {
+			t.Errorf("%s: workload %+v", r.Role, r.LocalWorkload)
+		}
+	}
+}
