@@ -4,11 +4,13 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
 
@@ -123,3 +125,66 @@ func TestCaptureToCollector(t *testing.T) {
 		}
 	}
 }
+
+// TestCollectorDownLongerThanTheBuffer: while the collector is away the shipper holds at most its budget;
+// when it returns, every record either arrived or is in the drop counter, exactly.
+func TestCollectorDownLongerThanTheBuffer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nobody listens: the collector is down
+
+	cfg, err := config.Load([]string{"--output", "collector", "--collector-grpc-addr", addr, "--collector-insecure",
+		"--batch-records", "10", "--buffer-batches", "20", "--send-timeout", "500ms", "--probe-interval", "100ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ship, err := shipper.New(cfg.Collector, cfg.Workload, m.Drops, reg, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000 // 100 batches for a buffer of 20
+	for i := range n {
+		r := flow.Record{StartTime: int64(i + 1), EndTime: int64(i + 2), Close: flow.CloseNormal}
+		r.LocalAddr, r.RemoteAddr = loopback, loopback
+		ship.Write(&r)
+	}
+	ship.Flush()
+	dropped := func() float64 {
+		return testutil.ToFloat64(m.Drops.WithLabelValues("transport", "buffer_full"))
+	}
+	if d := dropped(); d < n-20*10 {
+		t.Fatalf("dropped %v records with the collector down, want at least %d (the budget is 200)", d, n-200)
+	}
+
+	// The collector comes back on the same address.
+	got := &received{}
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	flowv1.RegisterIngestServiceServer(srv, &ingest.GRPC{H: &ingest.Handler{Sink: got, Dedup: ingest.NewDedup(100),
+		Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zaptest.NewLogger(t)}})
+	go srv.Serve(ln)
+	defer srv.Stop()
+	if err := ship.Close(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	got.mu.Lock()
+	arrived := len(got.recs)
+	got.mu.Unlock()
+	left := testutil.ToFloat64(m.Drops.WithLabelValues("transport", "shutdown"))
+	if float64(arrived)+dropped()+left != n || left != 0 {
+		t.Fatalf("arrived %d + dropped %v + left at shutdown %v, want %d with nothing left", arrived, dropped(), left, n)
+	}
+}
+
+var loopback = netip.MustParseAddr("127.0.0.1")
