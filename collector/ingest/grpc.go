@@ -40,11 +40,14 @@ type Handler struct {
 	Dedup   *Dedup
 	Metrics *Metrics
 	Log     *zap.Logger
+	// Prefer, when set, is sent in every ack as the transport exporters should use (grpc, https or udp):
+	// how an operator steers a fleet from the collector.
+	Prefer string
 }
 
 // Handle takes one wire batch that arrived over transport and says what to answer.
 func (h *Handler) Handle(ctx context.Context, transport string, b *flowv1.FlowBatch) *flowv1.BatchAck {
-	ack := &flowv1.BatchAck{Seq: b.GetSeq()}
+	ack := &flowv1.BatchAck{Seq: b.GetSeq(), PreferredTransport: h.Prefer}
 	outcome := func(s flowv1.AckStatus, name, msg string) *flowv1.BatchAck {
 		h.Metrics.Batches.WithLabelValues(transport, name).Inc()
 		ack.Status, ack.Message = s, msg

@@ -17,6 +17,7 @@ type GRPC struct {
 	conn   *grpc.ClientConn
 	client flowv1.IngestServiceClient
 	s      *stream
+	hint   string
 }
 
 // stream is one open Send stream and the goroutine that reads its acks.
@@ -57,6 +58,7 @@ func (g *GRPC) Send(ctx context.Context, b *flowv1.FlowBatch) (flowv1.AckStatus,
 		if ack.Seq != b.Seq {
 			return 0, g.fail(fmt.Errorf("ack for batch %d while waiting for %d", ack.Seq, b.Seq))
 		}
+		g.hint = ack.PreferredTransport
 		return ack.Status, nil
 	case <-ctx.Done():
 		return 0, g.fail(fmt.Errorf("ack of batch %d: %w", b.Seq, ctx.Err()))
@@ -96,6 +98,9 @@ func (g *GRPC) fail(err error) error {
 	}
 	return err
 }
+
+// Hint is the transport the collector said it prefers in its latest ack.
+func (g *GRPC) Hint() string { return g.hint }
 
 // Close ends the stream and the connection.
 func (g *GRPC) Close() error {

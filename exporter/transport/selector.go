@@ -64,6 +64,7 @@ type Selector struct {
 
 	pinned  atomic.Pointer[string]
 	current string
+	hint    string // the collector's preferred transport, from the latest answer that carried one
 	health  map[string]*health
 	rate    float64 // records/s, exponentially weighted
 	last    time.Time
@@ -115,6 +116,9 @@ func (s *Selector) Send(ctx context.Context, b *flowv1.FlowBatch) (flowv1.AckSta
 		s.current = name
 	}
 	status, err := t.Send(ctx, b)
+	if hinter, ok := t.(Hinter); ok && err == nil {
+		s.hint = hinter.Hint()
+	}
 	h := s.health[name]
 	if err == nil {
 		h.fails = 0 // an answer, even RETRY (the collector is full), proves the transport works
@@ -154,7 +158,7 @@ func (s *Selector) instance(now time.Time) Instance {
 		s.limits.cpu, s.limits.mem = s.Limits()
 		s.limits.read = now
 	}
-	in := Instance{CPULimit: s.limits.cpu, MemoryLimit: s.limits.mem, FlowRate: s.rate,
+	in := Instance{CPULimit: s.limits.cpu, MemoryLimit: s.limits.mem, FlowRate: s.rate, Hint: s.hint,
 		Proxy: os.Getenv("HTTPS_PROXY") != "" || os.Getenv("https_proxy") != "", Usable: map[string]bool{}}
 	for name, h := range s.health {
 		in.Usable[name] = !now.Before(h.demotedUntil)

@@ -21,7 +21,10 @@ type scripted struct {
 	name string
 	down bool
 	sent int
+	hint string
 }
+
+func (s *scripted) Hint() string { return s.hint }
 
 func (s *scripted) Name() string { return s.name }
 func (s *scripted) Close() error { return nil }
@@ -90,6 +93,13 @@ func TestSelectorDemotesAndProbes(t *testing.T) {
 	send()
 	if s.Name() != "grpc" {
 		t.Fatalf("unpinned, sent through %s", s.Name())
+	}
+	// The collector's hint moves the exporter; pinning still overrides it.
+	g.hint, h.hint = "https", "https" // the same collector says so over either transport
+	send()
+	send()
+	if s.Name() != "https" {
+		t.Fatalf("collector hinted https, sent through %s", s.Name())
 	}
 	s.Pin("udp")
 	if _, err := s.Send(context.Background(), &flowv1.FlowBatch{}); err == nil {

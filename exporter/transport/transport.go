@@ -15,3 +15,9 @@ type Transport interface {
 	Send(ctx context.Context, b *flowv1.FlowBatch) (flowv1.AckStatus, error)
 	Close() error
 }
+
+// Hinter is implemented by transports that carry the collector's preferred transport back in its answers.
+// Hint returns the latest one, or "".
+type Hinter interface {
+	Hint() string
+}
