@@ -28,7 +28,7 @@ generate: deps ## rebuild generated code (bpf2go objects and bindings, protobuf)
 .PHONY: build
 build: ## build every binary into bin/
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./exporter/cmd/flow-exporter
+	$(GO) build -o $(BIN)/ ./exporter/cmd/flow-exporter ./collector/cmd/flow-collector
 
 .PHONY: run
 run: deps build ## build and start the single-machine default (for now: a host-scope exporter printing JSON records)

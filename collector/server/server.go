@@ -1,0 +1,151 @@
+// Package server runs flow-collector's listeners over one ingest handler and sink, with the metrics
+// endpoint, and stops them in order.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/flowlens/flowlens/collector/config"
+	"github.com/flowlens/flowlens/collector/ingest"
+	"github.com/flowlens/flowlens/exporter/output"
+	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
+)
+
+// Server is a running collector.
+type Server struct {
+	log      *zap.Logger
+	grpc     *grpc.Server
+	grpcAddr net.Addr
+	metrics  *http.Server
+}
+
+// Start opens the listeners the config names and serves until Stop.
+func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, sink ingest.Sink) (*Server, error) {
+	h := &ingest.Handler{Sink: sink, Dedup: ingest.NewDedup(100_000), Metrics: ingest.NewMetrics(reg), Log: log, Prefer: cfg.Prefer}
+	s := &Server{log: log}
+	var tlsConf *tls.Config
+	if cfg.CertFile != "" {
+		tc, err := serverTLS(cfg)
+		if err != nil {
+			return nil, err
+		}
+		tlsConf = tc
+	}
+	if cfg.GRPCAddr != "" {
+		ln, err := net.Listen("tcp", cfg.GRPCAddr)
+		if err != nil {
+			return nil, fmt.Errorf("grpc listener: %w", err)
+		}
+		var opts []grpc.ServerOption
+		if !cfg.Insecure {
+			opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConf)))
+		}
+		s.grpc = grpc.NewServer(opts...)
+		flowv1.RegisterIngestServiceServer(s.grpc, &ingest.GRPC{H: h})
+		s.grpcAddr = ln.Addr()
+		go func() {
+			if err := s.grpc.Serve(ln); err != nil {
+				log.Error("grpc ingest", zap.Error(err))
+			}
+		}()
+		log.Info("grpc ingest listening", zap.Stringer("addr", ln.Addr()), zap.Bool("tls", !cfg.Insecure))
+	}
+	if cfg.MetricsAddr != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			s.Stop(context.Background())
+			return nil, fmt.Errorf("metrics listener: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+		s.metrics = &http.Server{Handler: mux}
+		go func() {
+			if err := s.metrics.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server", zap.Error(err))
+			}
+		}()
+	}
+	return s, nil
+}
+
+// GRPCAddr is the gRPC listener's address, or nil.
+func (s *Server) GRPCAddr() net.Addr { return s.grpcAddr }
+
+// Stop stops taking batches, lets the ones in progress finish until ctx ends, then stops the rest.
+func (s *Server) Stop(ctx context.Context) {
+	if s.grpc != nil {
+		done := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.grpc.Stop()
+		}
+	}
+	if s.metrics != nil {
+		s.metrics.Shutdown(ctx)
+	}
+}
+
+// serverTLS is the collector's TLS 1.3 configuration; with a client CA, client certificates are required.
+func serverTLS(cfg config.Config) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("collector certificate: %w", err)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}}
+	if cfg.ClientCAFile != "" {
+		pem, err := os.ReadFile(cfg.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("client CA: %w", err)
+		}
+		tc.ClientCAs = x509.NewCertPool()
+		if !tc.ClientCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client CA %s: no certificate in it", cfg.ClientCAFile)
+		}
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+// JSONSink writes every record as a JSON line: the collector's output until the store exists.
+type JSONSink struct {
+	mu  sync.Mutex
+	out output.Sink
+}
+
+// NewJSONSink writes to w.
+func NewJSONSink(w *os.File) *JSONSink { return &JSONSink{out: output.NewJSON(w)} }
+
+// Put writes b's records and flushes them: once written, a batch counts as durable here.
+func (j *JSONSink) Put(_ context.Context, b *ingest.Batch) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for i := range b.Records {
+		if err := j.out.Write(&b.Records[i]); err != nil {
+			return fmt.Errorf("write record: %w", err)
+		}
+	}
+	return j.out.Flush()
+}
+
+// Discard takes every batch and keeps nothing.
+type Discard struct{}
+
+// Put drops b.
+func (Discard) Put(context.Context, *ingest.Batch) error { return nil }
