@@ -2,14 +2,18 @@ package transport_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -167,4 +171,64 @@ func TestBufferBudget(t *testing.T) {
 	if n, _ := buf.Len(); n != 4 || dropped != 16 {
 		t.Fatalf("held %d, dropped %d: want 4 and 16", n, dropped)
 	}
+}
+
+// BenchmarkGRPCEndToEnd: batches of 512 records over real gRPC on loopback, four exporter streams into one
+// collector in this process. The CPU counted is the whole process's, client encoding included, so the
+// flows per CPU-second are a floor for the collector alone.
+func BenchmarkGRPCEndToEnd(b *testing.B) {
+	store := &countStore{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	flowv1.RegisterIngestServiceServer(srv, &ingest.GRPC{H: &ingest.Handler{Sink: store, Dedup: ingest.NewDedup(100),
+		Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zap.NewNop()}})
+	go srv.Serve(ln)
+	defer srv.Stop()
+
+	recs := make([]flow.Record, 512)
+	for i := range recs {
+		recs[i] = record(i)
+	}
+	const streams, d = 4, 3 * time.Second
+	var wg sync.WaitGroup
+	var before, after unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &before)
+	start := time.Now()
+	for s := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr, err := transport.NewGRPC(ln.Addr().String(), insecure.NewCredentials())
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			defer tr.Close()
+			for seq := uint64(1); time.Since(start) < d; seq++ {
+				batch := wire.NewBatch(fmt.Sprintf("bench-%d", s), seq, 0, flow.Workload{}, recs)
+				if _, err := tr.Send(context.Background(), batch); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	unix.Getrusage(unix.RUSAGE_SELF, &after)
+	cpu := time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano()) * time.Nanosecond
+	flows := float64(store.n.Load())
+	fmt.Printf("figure | %-52s | %12.0f %-8s | goal %s\n", "gRPC end to end, 4 streams, flows/s", flows/elapsed.Seconds(), "flows/s", "-")
+	fmt.Printf("figure | %-52s | %12.0f %-8s | goal %s\n", "  per CPU-second, exporter and collector together", flows/cpu.Seconds(), "flows/s", ">= 250,000 (collector alone)")
+	b.ReportMetric(flows/cpu.Seconds(), "flows/cpu-s")
+}
+
+type countStore struct{ n atomic.Int64 }
+
+func (c *countStore) Put(_ context.Context, b *ingest.Batch) error {
+	c.n.Add(int64(len(b.Records)))
+	return nil
 }
