@@ -46,16 +46,19 @@ func (s *Sender) deliver(ctx context.Context, b *flowv1.FlowBatch) bool {
 	status, err := s.T.Send(sctx, b)
 	cancel()
 	switch {
+	case status == flowv1.AckStatus_ACK_STATUS_REJECTED:
+		// Final, whatever came with it: a batch the collector refuses, or one a transport cannot carry at
+		// all (a record too big for a UDP datagram), would only be refused again.
+		s.Log.Error("batch rejected", zap.String("transport", s.T.Name()), zap.Uint64("seq", b.Seq),
+			zap.Int("records", len(b.Records)), zap.Error(err))
+		s.Rejected(len(b.Records))
+		s.Buf.Done(b, true)
+		return true
 	case err != nil:
 		s.Log.Warn("send batch", zap.String("transport", s.T.Name()), zap.Uint64("seq", b.Seq), zap.Error(err))
 	case status == flowv1.AckStatus_ACK_STATUS_STORED || status == flowv1.AckStatus_ACK_STATUS_DUPLICATE:
 		s.Buf.Done(b, true)
 		s.backoff = 0
-		return true
-	case status == flowv1.AckStatus_ACK_STATUS_REJECTED:
-		s.Log.Error("collector rejected a batch", zap.Uint64("seq", b.Seq), zap.Int("records", len(b.Records)))
-		s.Rejected(len(b.Records))
-		s.Buf.Done(b, true)
 		return true
 	}
 	s.Buf.Done(b, false) // RETRY, or no answer: it stays first in line
