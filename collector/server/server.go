@@ -3,6 +3,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -30,6 +31,7 @@ type Server struct {
 	log      *zap.Logger
 	grpc     *grpc.Server
 	grpcAddr net.Addr
+	udp      *ingest.UDPServer
 	metrics  *http.Server
 }
 
@@ -64,6 +66,18 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 		}()
 		log.Info("grpc ingest listening", zap.Stringer("addr", ln.Addr()), zap.Bool("tls", !cfg.Insecure))
 	}
+	if cfg.UDPAddr != "" {
+		key, err := os.ReadFile(cfg.UDPKeyFile)
+		if err != nil {
+			s.Stop(context.Background())
+			return nil, fmt.Errorf("udp key: %w", err)
+		}
+		if s.udp, err = ingest.ListenUDP(cfg.UDPAddr, cfg.UDPSockets, bytes.TrimSpace(key), h, reg, log); err != nil {
+			s.Stop(context.Background())
+			return nil, err
+		}
+		log.Info("udp ingest listening", zap.Stringer("addr", s.udp.Addr()), zap.Int("sockets", cfg.UDPSockets))
+	}
 	if cfg.MetricsAddr != "" {
 		ln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
@@ -86,6 +100,9 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 // GRPCAddr is the gRPC listener's address, or nil.
 func (s *Server) GRPCAddr() net.Addr { return s.grpcAddr }
 
+// UDP is the UDP ingest, or nil.
+func (s *Server) UDP() *ingest.UDPServer { return s.udp }
+
 // Stop stops taking batches, lets the ones in progress finish until ctx ends, then stops the rest.
 func (s *Server) Stop(ctx context.Context) {
 	if s.grpc != nil {
@@ -96,6 +113,9 @@ func (s *Server) Stop(ctx context.Context) {
 		case <-ctx.Done():
 			s.grpc.Stop()
 		}
+	}
+	if s.udp != nil {
+		s.udp.Close()
 	}
 	if s.metrics != nil {
 		s.metrics.Shutdown(ctx)

@@ -3,6 +3,7 @@
 package shipper
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -135,10 +136,30 @@ func dial(cfg config.Collector) (map[string]transport.Transport, error) {
 		}
 		out["grpc"] = g
 	}
+	if cfg.UDPAddr != "" {
+		key, err := ReadKey(cfg.UDPKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		u, err := transport.NewUDP(cfg.UDPAddr, key, 0)
+		if err != nil {
+			return nil, err
+		}
+		out["udp"] = u
+	}
 	if len(out) == 0 {
 		return nil, errors.New("no collector transport could be set up")
 	}
 	return out, nil
+}
+
+// ReadKey reads the shared UDP key: the file's bytes, surrounding white space trimmed.
+func ReadKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("udp key: %w", err)
+	}
+	return bytes.TrimSpace(b), nil
 }
 
 // clientTLS is the exporter's TLS: the collector verified against CAFile (or the system roots), and the

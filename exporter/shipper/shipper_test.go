@@ -25,14 +25,16 @@ import (
 )
 
 type received struct {
-	mu   sync.Mutex
-	recs []flow.Record
+	mu       sync.Mutex
+	recs     []flow.Record
+	exporter string // the id of the last batch's exporter
 }
 
 func (r *received) Put(_ context.Context, b *ingest.Batch) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.recs = append(r.recs, b.Records...)
+	r.exporter = b.ExporterID
 	return nil
 }
 
