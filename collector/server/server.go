@@ -32,6 +32,7 @@ type Server struct {
 	grpc     *grpc.Server
 	grpcAddr net.Addr
 	udp      *ingest.UDPServer
+	https    *ingest.HTTPSServer
 	metrics  *http.Server
 }
 
@@ -65,6 +66,14 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 			}
 		}()
 		log.Info("grpc ingest listening", zap.Stringer("addr", ln.Addr()), zap.Bool("tls", !cfg.Insecure))
+	}
+	if cfg.HTTPSAddr != "" {
+		var err error
+		if s.https, err = ingest.ServeHTTPS(cfg.HTTPSAddr, tlsConf, h, ingest.HTTPSOptions{Registerer: reg}); err != nil {
+			s.Stop(context.Background())
+			return nil, err
+		}
+		log.Info("https ingest listening (HTTP/2 on TCP, HTTP/3 on UDP)", zap.String("addr", s.https.Addr))
 	}
 	if cfg.UDPAddr != "" {
 		key, err := os.ReadFile(cfg.UDPKeyFile)
@@ -100,6 +109,14 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 // GRPCAddr is the gRPC listener's address, or nil.
 func (s *Server) GRPCAddr() net.Addr { return s.grpcAddr }
 
+// HTTPSAddr is the HTTPS ingest's host:port (TCP and UDP), or "".
+func (s *Server) HTTPSAddr() string {
+	if s.https == nil {
+		return ""
+	}
+	return s.https.Addr
+}
+
 // UDP is the UDP ingest, or nil.
 func (s *Server) UDP() *ingest.UDPServer { return s.udp }
 
@@ -113,6 +130,9 @@ func (s *Server) Stop(ctx context.Context) {
 		case <-ctx.Done():
 			s.grpc.Stop()
 		}
+	}
+	if s.https != nil {
+		s.https.Close()
 	}
 	if s.udp != nil {
 		s.udp.Close()

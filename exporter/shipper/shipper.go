@@ -44,7 +44,7 @@ type Shipper struct {
 // New builds the transports the config names and starts delivering. drops is the exporter's drops family:
 // the shipper counts under stage "transport".
 func New(cfg config.Collector, workload flow.Workload, drops *prometheus.CounterVec, reg prometheus.Registerer, log *zap.Logger) (*Shipper, error) {
-	transports, err := dial(cfg)
+	transports, err := dial(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +119,7 @@ func (s *Shipper) Close(wait time.Duration) error {
 }
 
 // dial builds a transport for every endpoint the config names.
-func dial(cfg config.Collector) (map[string]transport.Transport, error) {
+func dial(cfg config.Collector, log *zap.Logger) (map[string]transport.Transport, error) {
 	out := map[string]transport.Transport{}
 	if cfg.GRPCAddr != "" {
 		creds := insecure.NewCredentials()
@@ -135,6 +135,17 @@ func dial(cfg config.Collector) (map[string]transport.Transport, error) {
 			return nil, err
 		}
 		out["grpc"] = g
+	}
+	if cfg.HTTPSURL != "" {
+		tc, err := clientTLS(cfg)
+		if err != nil {
+			return nil, err
+		}
+		h, err := transport.NewHTTPS(cfg.HTTPSURL, tc, transport.HTTPSOptions{Log: log})
+		if err != nil {
+			return nil, err
+		}
+		out["https"] = h
 	}
 	if cfg.UDPAddr != "" {
 		key, err := ReadKey(cfg.UDPKeyFile)

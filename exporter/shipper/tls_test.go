@@ -1,0 +1,93 @@
+package shipper_test
+
+import (
+	"crypto/tls"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/flowlens/flowlens/collector/ingest"
+	"github.com/flowlens/flowlens/exporter/config"
+	"github.com/flowlens/flowlens/exporter/flow"
+	"github.com/flowlens/flowlens/exporter/metrics"
+	"github.com/flowlens/flowlens/exporter/shipper"
+	"github.com/flowlens/flowlens/internal/tlstest"
+	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
+)
+
+// TestGRPCMutualTLS: over gRPC with mutual TLS, an exporter with a certificate from the collector's CA
+// delivers; one without a client certificate is refused, stores nothing, and counts its records at shutdown.
+func TestGRPCMutualTLS(t *testing.T) {
+	ca, err := tlstest.NewCA("flowlens test ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ca.Server()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := ca.Client("exporter-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	caFile, certFile, keyFile := write("ca.pem", ca.CertPEM), write("c.pem", client.CertPEM), write("c.key", client.KeyPEM)
+
+	got := &received{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(ca.ServerConfig(server, tls.RequireAndVerifyClientCert))))
+	flowv1.RegisterIngestServiceServer(srv, &ingest.GRPC{H: &ingest.Handler{Sink: got, Dedup: ingest.NewDedup(100),
+		Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zaptest.NewLogger(t)}})
+	go srv.Serve(ln)
+	defer srv.Stop()
+
+	ship := func(extra ...string) (int, float64) {
+		got.mu.Lock()
+		got.recs = nil
+		got.mu.Unlock()
+		args := append([]string{"--output", "collector", "--collector-grpc-addr", ln.Addr().String(),
+			"--collector-ca-file", caFile, "--send-timeout", "1s"}, extra...)
+		cfg, err := config.Load(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg := prometheus.NewRegistry()
+		m, _ := metrics.New(reg, zaptest.NewLogger(t))
+		s, err := shipper.New(cfg.Collector, cfg.Workload, m.Drops, reg, zaptest.NewLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 5 {
+			r := flow.Record{LocalAddr: loopback, RemoteAddr: loopback, StartTime: int64(i + 1), EndTime: int64(i + 2), Close: flow.CloseNormal}
+			s.Write(&r)
+		}
+		s.Close(2 * time.Second)
+		got.mu.Lock()
+		defer got.mu.Unlock()
+		return len(got.recs), testutil.ToFloat64(m.Drops.WithLabelValues("transport", "shutdown"))
+	}
+	if n, left := ship("--collector-cert-file", certFile, "--collector-key-file", keyFile); n != 5 || left != 0 {
+		t.Fatalf("with a client certificate: %d records arrived, %v left, want 5 and 0", n, left)
+	}
+	if n, left := ship(); n != 0 || left != 5 {
+		t.Fatalf("without a client certificate: %d records arrived, %v left, want 0 and 5", n, left)
+	}
+}
