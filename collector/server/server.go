@@ -23,6 +23,7 @@ import (
 	"github.com/flowlens/flowlens/collector/config"
 	"github.com/flowlens/flowlens/collector/ingest"
 	"github.com/flowlens/flowlens/exporter/output"
+	"github.com/flowlens/flowlens/internal/grpczstd"
 	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
 )
 
@@ -49,6 +50,7 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 		tlsConf = tc
 	}
 	if cfg.GRPCAddr != "" {
+		grpczstd.Register() // exporters compress their batches with it
 		ln, err := net.Listen("tcp", cfg.GRPCAddr)
 		if err != nil {
 			return nil, fmt.Errorf("grpc listener: %w", err)

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/flowlens/flowlens/internal/grpczstd"
 	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
 )
 
@@ -28,9 +29,11 @@ type stream struct {
 	err    chan error // the reader's final error; closed with acks
 }
 
-// NewGRPC prepares a client for addr; it connects lazily, on the first Send.
+// NewGRPC prepares a client for addr; it connects lazily, on the first Send. Batches are zstd-compressed.
 func NewGRPC(addr string, creds credentials.TransportCredentials) (*GRPC, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	grpczstd.Register()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.UseCompressor(grpczstd.Name)))
 	if err != nil {
 		return nil, fmt.Errorf("grpc client for %s: %w", addr, err)
 	}
