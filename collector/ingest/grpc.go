@@ -3,12 +3,16 @@ package ingest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/flowlens/flowlens/internal/wire"
 	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
@@ -93,30 +97,86 @@ func (h *Handler) Store(ctx context.Context, transport string, b *flowv1.FlowBat
 }
 
 // GRPC serves flowlens.flow.v1.IngestService. A batch that is well-formed protobuf but wrong (unknown
-// version, bad address) is answered REJECTED on the stream, which stays open; a message that is not
-// protobuf at all ends the stream with InvalidArgument.
+// version, bad address) is answered REJECTED on the stream, which stays open; bytes that are not a batch
+// at all end the stream with InvalidArgument. grpc-go answers a message it cannot decode with Internal and
+// no say for the handler, so the service receives raw bytes (Register, Codec) and decodes them itself.
 type GRPC struct {
-	flowv1.UnimplementedIngestServiceServer
 	H *Handler
 }
 
-// Send implements IngestService.Send: one ack per batch, in order.
-func (g *GRPC) Send(stream flowv1.IngestService_SendServer) error {
+// Register adds the service to srv, which must have been made with grpc.ForceServerCodecV2(Codec{}).
+func (g *GRPC) Register(srv *grpc.Server) {
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "flowlens.flow.v1.IngestService",
+		HandlerType: (*any)(nil),
+		Streams: []grpc.StreamDesc{{
+			StreamName:    "Send",
+			Handler:       func(_ any, stream grpc.ServerStream) error { return g.send(stream) },
+			ServerStreams: true,
+			ClientStreams: true,
+		}},
+		Metadata: "flowlens/flow/v1/flow.proto",
+	}, g)
+}
+
+// NewGRPCServer makes a gRPC server with opts serving the ingest service.
+func NewGRPCServer(h *Handler, opts ...grpc.ServerOption) *grpc.Server {
+	srv := grpc.NewServer(append(opts, grpc.ForceServerCodecV2(Codec{}))...)
+	(&GRPC{H: h}).Register(srv)
+	return srv
+}
+
+// send is IngestService.Send: one ack per batch, in order.
+func (g *GRPC) send(stream grpc.ServerStream) error {
 	for {
-		b, err := stream.Recv()
+		var raw mem.BufferSlice
+		err := stream.RecvMsg(&raw)
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
-			if s, ok := status.FromError(err); ok && s.Code() == codes.Internal {
-				// grpc-go reports a message it cannot unmarshal as Internal: it is the peer's bad input.
-				g.H.Metrics.Batches.WithLabelValues("grpc", "malformed").Inc()
-				return status.Errorf(codes.InvalidArgument, "malformed batch: %v", s.Message())
-			}
 			return err
 		}
-		if err := stream.Send(g.H.Handle(stream.Context(), "grpc", b)); err != nil {
+		var b flowv1.FlowBatch
+		err = proto.Unmarshal(raw.Materialize(), &b)
+		raw.Free()
+		if err != nil {
+			g.H.Metrics.Batches.WithLabelValues("grpc", "malformed").Inc()
+			return status.Errorf(codes.InvalidArgument, "malformed batch: %v", err)
+		}
+		if err := stream.SendMsg(g.H.Handle(stream.Context(), "grpc", &b)); err != nil {
 			return err
 		}
 	}
+}
+
+// Codec is the ingest server's codec: requests arrive as raw bytes, for the service to decode; replies
+// are protobuf messages.
+type Codec struct{}
+
+// Name is "proto": on the wire nothing differs from the usual codec.
+func (Codec) Name() string { return "proto" }
+
+// Marshal encodes a reply.
+func (Codec) Marshal(v any) (mem.BufferSlice, error) {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("ingest codec: cannot marshal %T", v)
+	}
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+}
+
+// Unmarshal hands the request's bytes over undecoded; the service takes ownership.
+func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
+	dst, ok := v.(*mem.BufferSlice)
+	if !ok {
+		return fmt.Errorf("ingest codec: cannot unmarshal into %T", v)
+	}
+	data.Ref()
+	*dst = data
+	return nil
 }

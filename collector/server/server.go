@@ -24,7 +24,6 @@ import (
 	"github.com/flowlens/flowlens/collector/ingest"
 	"github.com/flowlens/flowlens/exporter/output"
 	"github.com/flowlens/flowlens/internal/grpczstd"
-	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
 )
 
 // Server is a running collector.
@@ -59,8 +58,7 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 		if !cfg.Insecure {
 			opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConf)))
 		}
-		s.grpc = grpc.NewServer(opts...)
-		flowv1.RegisterIngestServiceServer(s.grpc, &ingest.GRPC{H: h})
+		s.grpc = ingest.NewGRPCServer(h, opts...)
 		s.grpcAddr = ln.Addr()
 		go func() {
 			if err := s.grpc.Serve(ln); err != nil {

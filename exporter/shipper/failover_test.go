@@ -21,7 +21,6 @@ import (
 	"github.com/flowlens/flowlens/exporter/metrics"
 	"github.com/flowlens/flowlens/exporter/shipper"
 	"github.com/flowlens/flowlens/internal/tlstest"
-	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
 )
 
 // byTransport records which transport brought each record.
@@ -74,8 +73,7 @@ func TestFailoverToHTTPSAndBack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(ca.ServerConfig(pair, tls.NoClientCert))))
-		flowv1.RegisterIngestServiceServer(srv, &ingest.GRPC{H: h})
+		srv := ingest.NewGRPCServer(h, grpc.Creds(credentials.NewTLS(ca.ServerConfig(pair, tls.NoClientCert))))
 		go srv.Serve(ln)
 		return srv, ln.Addr().String()
 	}

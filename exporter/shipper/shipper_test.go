@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
-	"google.golang.org/grpc"
 
 	"github.com/flowlens/flowlens/collector/ingest"
 	"github.com/flowlens/flowlens/exporter/agent"
@@ -21,7 +20,6 @@ import (
 	"github.com/flowlens/flowlens/exporter/metrics"
 	"github.com/flowlens/flowlens/exporter/shipper"
 	"github.com/flowlens/flowlens/internal/nettest"
-	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
 )
 
 type received struct {
@@ -62,9 +60,8 @@ func TestCaptureToCollector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	flowv1.RegisterIngestServiceServer(srv, &ingest.GRPC{H: &ingest.Handler{Sink: got, Dedup: ingest.NewDedup(100),
-		Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zaptest.NewLogger(t)}})
+	srv := ingest.NewGRPCServer(&ingest.Handler{Sink: got, Dedup: ingest.NewDedup(100),
+		Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zaptest.NewLogger(t)})
 	go srv.Serve(ln)
 	defer srv.Stop()
 
@@ -172,9 +169,8 @@ func TestCollectorDownLongerThanTheBuffer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	flowv1.RegisterIngestServiceServer(srv, &ingest.GRPC{H: &ingest.Handler{Sink: got, Dedup: ingest.NewDedup(100),
-		Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zaptest.NewLogger(t)}})
+	srv := ingest.NewGRPCServer(&ingest.Handler{Sink: got, Dedup: ingest.NewDedup(100),
+		Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zaptest.NewLogger(t)})
 	go srv.Serve(ln)
 	defer srv.Stop()
 	if err := ship.Close(20 * time.Second); err != nil {

@@ -20,7 +20,6 @@ import (
 	"github.com/flowlens/flowlens/exporter/metrics"
 	"github.com/flowlens/flowlens/exporter/shipper"
 	"github.com/flowlens/flowlens/internal/tlstest"
-	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
 )
 
 // TestGRPCMutualTLS: over gRPC with mutual TLS, an exporter with a certificate from the collector's CA
@@ -53,9 +52,8 @@ func TestGRPCMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(ca.ServerConfig(server, tls.RequireAndVerifyClientCert))))
-	flowv1.RegisterIngestServiceServer(srv, &ingest.GRPC{H: &ingest.Handler{Sink: got, Dedup: ingest.NewDedup(100),
-		Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zaptest.NewLogger(t)}})
+	srv := ingest.NewGRPCServer(&ingest.Handler{Sink: got, Dedup: ingest.NewDedup(100),
+		Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zaptest.NewLogger(t)}, grpc.Creds(credentials.NewTLS(ca.ServerConfig(server, tls.RequireAndVerifyClientCert))))
 	go srv.Serve(ln)
 	defer srv.Stop()
 

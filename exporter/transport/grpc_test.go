@@ -21,7 +21,6 @@ import (
 	"github.com/flowlens/flowlens/exporter/flow"
 	"github.com/flowlens/flowlens/exporter/transport"
 	"github.com/flowlens/flowlens/internal/wire"
-	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
 )
 
 // memStore is a sink that outlives collector restarts, as a durable store does.
@@ -67,8 +66,7 @@ func startCollector(t *testing.T, addr string, store *memStore) *collector {
 	dedup := ingest.NewDedup(1000)
 	store.seed(dedup)
 	h := &ingest.Handler{Sink: store, Dedup: dedup, Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zaptest.NewLogger(t)}
-	srv := grpc.NewServer()
-	flowv1.RegisterIngestServiceServer(srv, &ingest.GRPC{H: h})
+	srv := ingest.NewGRPCServer(h)
 	go srv.Serve(ln)
 	return &collector{srv: srv, addr: ln.Addr().String()}
 }
@@ -183,9 +181,8 @@ func BenchmarkGRPCEndToEnd(b *testing.B) {
 		b.Fatal(err)
 	}
 	ln := &countingListener{Listener: inner}
-	srv := grpc.NewServer()
-	flowv1.RegisterIngestServiceServer(srv, &ingest.GRPC{H: &ingest.Handler{Sink: store, Dedup: ingest.NewDedup(100),
-		Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zap.NewNop()}})
+	srv := ingest.NewGRPCServer(&ingest.Handler{Sink: store, Dedup: ingest.NewDedup(100),
+		Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zap.NewNop()})
 	go srv.Serve(ln)
 	defer srv.Stop()
 
