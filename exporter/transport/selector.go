@@ -23,6 +23,7 @@ type SelectorMetrics struct {
 	Switches  *prometheus.CounterVec // by from, to
 	Failures  *prometheus.CounterVec // failed sends by transport
 	Demotions *prometheus.CounterVec // by transport
+	RTT       *prometheus.GaugeVec   // send-to-answer time by transport, exponentially weighted
 }
 
 // NewSelectorMetrics registers the selector's metrics on reg.
@@ -40,8 +41,11 @@ func NewSelectorMetrics(reg prometheus.Registerer) (*SelectorMetrics, error) {
 		Demotions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flowlens_exporter_transport_demotions_total", Help: "Transports set aside after consecutive failures.",
 		}, []string{"transport"}),
+		RTT: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flowlens_exporter_transport_rtt_seconds", Help: "Time from sending a batch to its answer, weighted average.",
+		}, []string{"transport"}),
 	}
-	for _, c := range []prometheus.Collector{m.Active, m.Switches, m.Failures, m.Demotions} {
+	for _, c := range []prometheus.Collector{m.Active, m.Switches, m.Failures, m.Demotions, m.RTT} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register transport metrics: %w", err)
 		}
@@ -78,6 +82,7 @@ type Selector struct {
 type health struct {
 	fails        int
 	demotedUntil time.Time
+	rtt          time.Duration // send to answer, weighted 1/8 per sample as TCP's srtt is
 }
 
 // Pin fixes the transport ("grpc", "https", "udp"), or lets the policy choose ("auto" or "").
@@ -115,6 +120,7 @@ func (s *Selector) Send(ctx context.Context, b *flowv1.FlowBatch) (flowv1.AckSta
 		s.Metrics.Active.WithLabelValues(name).Set(1)
 		s.current = name
 	}
+	sent := s.Now()
 	status, err := t.Send(ctx, b)
 	if hinter, ok := t.(Hinter); ok && err == nil {
 		s.hint = hinter.Hint()
@@ -122,6 +128,12 @@ func (s *Selector) Send(ctx context.Context, b *flowv1.FlowBatch) (flowv1.AckSta
 	h := s.health[name]
 	if err == nil {
 		h.fails = 0 // an answer, even RETRY (the collector is full), proves the transport works
+		if rtt := s.Now().Sub(sent); h.rtt == 0 {
+			h.rtt = rtt
+		} else {
+			h.rtt += (rtt - h.rtt) / 8
+		}
+		s.Metrics.RTT.WithLabelValues(name).Set(h.rtt.Seconds())
 		return status, nil
 	}
 	s.Metrics.Failures.WithLabelValues(name).Inc()
