@@ -31,9 +31,8 @@ build: ## build every binary into bin/
 	$(GO) build -o $(BIN)/ ./exporter/cmd/flow-exporter ./collector/cmd/flow-collector
 
 .PHONY: run
-run: deps build ## build and start the single-machine default (for now: a host-scope exporter printing JSON records)
-	@echo "flow-exporter: host scope, one JSON record per connection below; metrics at http://127.0.0.1:9477/metrics; Ctrl-C stops"
-	$(BIN)/flow-exporter --scope=host --output=stdout
+run: deps build ## build and start the single-machine default: flow-collector and a host-scope flow-exporter
+	@scripts/run.sh
 
 .PHONY: test
 test: deps ## install what the tests need and run them all (kernel tests need root)

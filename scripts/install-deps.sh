@@ -13,6 +13,7 @@ have ip       || need_apt+=(iproute2)
 have tc       || need_apt+=(iproute2)
 have nft      || need_apt+=(nftables)
 have protoc   || need_apt+=(protobuf-compiler)
+have curl     || need_apt+=(curl)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -25,14 +25,15 @@ const (
 	maxBackoff = 10 * time.Second
 )
 
-// Run delivers until ctx ends.
+// Run delivers until ctx ends. A send in flight is not cut short: it finishes within Timeout, so that a
+// stop never turns into a resend.
 func (s *Sender) Run(ctx context.Context) {
 	for {
 		b, err := s.Buf.Next(ctx)
 		if err != nil {
 			return
 		}
-		if !s.deliver(ctx, b) {
+		if !s.deliver(context.WithoutCancel(ctx), b) {
 			if !s.wait(ctx) {
 				return
 			}
