@@ -40,8 +40,9 @@ test: deps ## install what the tests need and run them all (kernel tests need ro
 	$(GO) test $(TESTFLAGS) ./...
 
 .PHONY: bench
-bench: deps build ## run the benchmarks and print their figures
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 30m ./... 
+bench: deps build ## run the benchmarks one package at a time and print their figures
+	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count=1 -timeout 30m ./... | tee bench.out | grep -E '^(figure|Benchmark|ok|FAIL|---)'
+	@echo "full output in bench.out"
 
 .PHONY: lint
 lint: ## gofmt and go vet
