@@ -11,6 +11,9 @@ BINARIES := flow-exporter
 TESTFLAGS ?= -count=1 -p 1 -timeout 30m
 
 .DEFAULT_GOAL := help
+# A failing command inside a pipeline (go test | tee) must fail the target.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 .PHONY: help
 help: ## list the targets
@@ -41,7 +44,7 @@ test: deps ## install what the tests need and run them all (kernel tests need ro
 
 .PHONY: bench
 bench: deps build ## run the benchmarks one package at a time and print their figures
-	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -count=1 -timeout 30m ./... | tee bench.out | grep -E '^(figure|Benchmark|ok|FAIL|---)'
+	$(GO) test -p 1 -run '^$$' -bench . -count=1 -timeout 30m ./... | tee bench.out | grep -E '^(figure|Benchmark|ok|FAIL|---)'
 	@echo "full output in bench.out"
 
 .PHONY: lint
