@@ -24,8 +24,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flowlens/flowlens/collector/ingest"
-	"github.com/flowlens/flowlens/exporter/flow"
 	"github.com/flowlens/flowlens/exporter/transport"
+	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/tlstest"
 	"github.com/flowlens/flowlens/internal/wire"
 	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"

@@ -6,7 +6,7 @@ import (
 	"context"
 	"errors"
 
-	"github.com/flowlens/flowlens/exporter/flow"
+	"github.com/flowlens/flowlens/internal/flow"
 )
 
 // Batch is one decoded FlowBatch.

@@ -22,8 +22,8 @@ import (
 
 	"github.com/flowlens/flowlens/collector/config"
 	"github.com/flowlens/flowlens/collector/ingest"
-	"github.com/flowlens/flowlens/exporter/output"
 	"github.com/flowlens/flowlens/internal/grpczstd"
+	"github.com/flowlens/flowlens/internal/output"
 )
 
 // Server is a running collector.

@@ -19,10 +19,10 @@ import (
 
 	"github.com/flowlens/flowlens/exporter/capture"
 	"github.com/flowlens/flowlens/exporter/config"
-	"github.com/flowlens/flowlens/exporter/flow"
 	"github.com/flowlens/flowlens/exporter/flowtable"
 	"github.com/flowlens/flowlens/exporter/metrics"
-	"github.com/flowlens/flowlens/exporter/output"
+	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/output"
 )
 
 const (

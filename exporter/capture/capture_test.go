@@ -17,7 +17,7 @@ import (
 
 	"github.com/flowlens/flowlens/exporter/capture"
 
-	"github.com/flowlens/flowlens/exporter/flow"
+	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/nettest"
 )
 

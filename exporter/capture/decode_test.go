@@ -6,7 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/flowlens/flowlens/bpf"
-	"github.com/flowlens/flowlens/exporter/flow"
+	"github.com/flowlens/flowlens/internal/flow"
 )
 
 func raw(k *bpf.FlowFlowEvent) []byte {

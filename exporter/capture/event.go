@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flowlens/flowlens/bpf"
-	"github.com/flowlens/flowlens/exporter/flow"
+	"github.com/flowlens/flowlens/internal/flow"
 )
 
 // Kind is what a kernel event reports.

@@ -16,8 +16,8 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/flowlens/flowlens/exporter/capture"
-	"github.com/flowlens/flowlens/exporter/flow"
 	"github.com/flowlens/flowlens/exporter/flowtable"
+	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/nettest"
 )
 

@@ -16,7 +16,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
-	"github.com/flowlens/flowlens/exporter/flow"
+	"github.com/flowlens/flowlens/internal/flow"
 )
 
 // Config is everything flow-exporter can be told.

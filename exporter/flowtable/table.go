@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/flowlens/flowlens/exporter/capture"
-	"github.com/flowlens/flowlens/exporter/flow"
+	"github.com/flowlens/flowlens/internal/flow"
 )
 
 // Table holds final records through their grace period.

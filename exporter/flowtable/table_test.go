@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/flowlens/flowlens/exporter/capture"
-	"github.com/flowlens/flowlens/exporter/flow"
+	"github.com/flowlens/flowlens/internal/flow"
 )
 
 type sink struct{ got []flow.Record }

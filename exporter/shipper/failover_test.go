@@ -17,9 +17,9 @@ import (
 
 	"github.com/flowlens/flowlens/collector/ingest"
 	"github.com/flowlens/flowlens/exporter/config"
-	"github.com/flowlens/flowlens/exporter/flow"
 	"github.com/flowlens/flowlens/exporter/metrics"
 	"github.com/flowlens/flowlens/exporter/shipper"
+	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/tlstest"
 )
 

@@ -13,9 +13,9 @@ import (
 	collconfig "github.com/flowlens/flowlens/collector/config"
 	"github.com/flowlens/flowlens/collector/server"
 	"github.com/flowlens/flowlens/exporter/config"
-	"github.com/flowlens/flowlens/exporter/flow"
 	"github.com/flowlens/flowlens/exporter/metrics"
 	"github.com/flowlens/flowlens/exporter/shipper"
+	"github.com/flowlens/flowlens/internal/flow"
 )
 
 // TestShipOverUDP: the exporter's and the collector's real configurations, UDP only, signed with a key

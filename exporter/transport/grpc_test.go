@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/flowlens/flowlens/collector/ingest"
-	"github.com/flowlens/flowlens/exporter/flow"
 	"github.com/flowlens/flowlens/exporter/transport"
+	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/wire"
 )
 

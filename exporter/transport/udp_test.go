@@ -14,8 +14,8 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/flowlens/flowlens/collector/ingest"
-	"github.com/flowlens/flowlens/exporter/flow"
 	"github.com/flowlens/flowlens/exporter/transport"
+	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/wire"
 	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
 )

@@ -12,7 +12,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/flowlens/flowlens/exporter/flow"
+	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/wire"
 	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
 )

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/flowlens/flowlens/exporter/flow"
+	"github.com/flowlens/flowlens/internal/flow"
 	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
 )
 

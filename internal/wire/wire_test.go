@@ -9,7 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/flowlens/flowlens/exporter/flow"
+	"github.com/flowlens/flowlens/internal/flow"
 	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
 )
 

@@ -19,9 +19,9 @@ import (
 	"github.com/flowlens/flowlens/exporter/agent"
 	"github.com/flowlens/flowlens/exporter/config"
 	"github.com/flowlens/flowlens/exporter/metrics"
-	"github.com/flowlens/flowlens/exporter/output"
 	"github.com/flowlens/flowlens/exporter/shipper"
 	"github.com/flowlens/flowlens/internal/logging"
+	"github.com/flowlens/flowlens/internal/output"
 )
 
 func main() {

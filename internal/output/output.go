@@ -1,5 +1,6 @@
-// Package output writes flow records somewhere. The collector transports join it in the transport work;
-// stdout stays as a debugging aid.
+// Package output writes flow records as JSON lines (flow-exporter --output=stdout, flow-collector's
+// stdout sink) or discards them (--output=discard, for benchmarks). Shipping to the collector is
+// exporter/shipper.
 package output
 
 import (
@@ -7,7 +8,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/flowlens/flowlens/exporter/flow"
+	"github.com/flowlens/flowlens/internal/flow"
 )
 
 // Sink takes records one at a time from a single goroutine. Flush is called when no record is waiting.
