@@ -5,11 +5,9 @@ package config
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
+	"github.com/flowlens/flowlens/internal/settings"
 )
 
 // Config is everything flow-collector can be told.
@@ -42,65 +40,28 @@ type Config struct {
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
 }
 
-type option struct {
-	key, flag string
-	def       any
-	usage     string
-}
-
-var options = []option{
-	{"grpc_addr", "grpc-addr", "127.0.0.1:9990", "gRPC ingest address (empty: off)"},
-	{"https_addr", "https-addr", "", "HTTPS ingest address, HTTP/2 and HTTP/3 (empty: off)"},
-	{"udp_addr", "udp-addr", "", "UDP ingest address (empty: off)"},
-	{"udp_sockets", "udp-sockets", 2, "SO_REUSEPORT sockets on the UDP address"},
-	{"udp_key_file", "udp-key-file", "", "file with the UDP HMAC key"},
-	{"cert_file", "cert-file", "", "TLS certificate"},
-	{"key_file", "key-file", "", "TLS key"},
-	{"client_ca_file", "client-ca-file", "", "CA for client certificates: makes mTLS required"},
-	{"insecure", "insecure", false, "gRPC without TLS (loopback only)"},
-	{"prefer", "prefer", "", "transport exporters should use: grpc, https or udp"},
-	{"output", "output", "stdout", "stdout (JSON lines) or discard"},
-	{"metrics_addr", "metrics-addr", "127.0.0.1:9478", "address for /metrics (empty: off)"},
-	{"log_level", "log-level", "info", "debug, info, warn or error"},
-	{"shutdown_timeout", "shutdown-timeout", 10 * time.Second, "graceful stop of the listeners"},
+var options = []settings.Option{
+	settings.O("grpc_addr", "grpc-addr", "127.0.0.1:9990", "gRPC ingest address (empty: off)"),
+	settings.O("https_addr", "https-addr", "", "HTTPS ingest address, HTTP/2 and HTTP/3 (empty: off)"),
+	settings.O("udp_addr", "udp-addr", "", "UDP ingest address (empty: off)"),
+	settings.O("udp_sockets", "udp-sockets", 2, "SO_REUSEPORT sockets on the UDP address"),
+	settings.O("udp_key_file", "udp-key-file", "", "file with the UDP HMAC key"),
+	settings.O("cert_file", "cert-file", "", "TLS certificate"),
+	settings.O("key_file", "key-file", "", "TLS key"),
+	settings.O("client_ca_file", "client-ca-file", "", "CA for client certificates: makes mTLS required"),
+	settings.O("insecure", "insecure", false, "gRPC without TLS (loopback only)"),
+	settings.O("prefer", "prefer", "", "transport exporters should use: grpc, https or udp"),
+	settings.O("output", "output", "stdout", "stdout (JSON lines) or discard"),
+	settings.O("metrics_addr", "metrics-addr", "127.0.0.1:9478", "address for /metrics (empty: off)"),
+	settings.O("log_level", "log-level", "info", "debug, info, warn or error"),
+	settings.O("shutdown_timeout", "shutdown-timeout", 10*time.Second, "graceful stop of the listeners"),
 }
 
 // Load reads the configuration from args, the environment and the file named by --config.
 func Load(args []string) (Config, error) {
-	fs := pflag.NewFlagSet("flow-collector", pflag.ContinueOnError)
-	file := fs.String("config", "", "YAML config file")
-	v := viper.New()
-	for _, o := range options {
-		v.SetDefault(o.key, o.def)
-		switch d := o.def.(type) {
-		case string:
-			fs.String(o.flag, d, o.usage)
-		case int:
-			fs.Int(o.flag, d, o.usage)
-		case bool:
-			fs.Bool(o.flag, d, o.usage)
-		case time.Duration:
-			fs.Duration(o.flag, d, o.usage)
-		}
-		if err := v.BindPFlag(o.key, fs.Lookup(o.flag)); err != nil {
-			return Config{}, fmt.Errorf("bind flag %s: %w", o.flag, err)
-		}
-	}
-	if err := fs.Parse(args); err != nil {
-		return Config{}, err
-	}
-	v.SetEnvPrefix("FLOWLENS")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
-	if *file != "" {
-		v.SetConfigFile(*file)
-		if err := v.ReadInConfig(); err != nil {
-			return Config{}, fmt.Errorf("read config %s: %w", *file, err)
-		}
-	}
 	var c Config
-	if err := v.Unmarshal(&c); err != nil {
-		return Config{}, fmt.Errorf("parse config: %w", err)
+	if _, err := settings.Load("flow-collector", args, options, &c); err != nil {
+		return Config{}, err
 	}
 	return c, c.Validate()
 }

@@ -8,15 +8,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 
-	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
-
 	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/settings"
 )
 
 // Config is everything flow-exporter can be told.
@@ -94,89 +91,50 @@ type Collector struct {
 	ProbeInterval time.Duration `mapstructure:"probe_interval"`
 }
 
-// option is one setting: its viper key, flag, default and help.
-type option struct {
-	key, flag string
-	def       any
-	usage     string
-}
-
-var options = []option{
-	{"scope", "scope", "netns", "netns (one network namespace) or host (all of them)"},
-	{"netns", "netns", "", "namespace for --scope=netns: path or pid (default: the exporter's own)"},
-	{"output", "output", "stdout", "collector, stdout (JSON lines) or discard"},
-	{"collector.transport", "collector-transport", "auto", "auto, grpc, https or udp"},
-	{"collector.grpc_addr", "collector-grpc-addr", "", "collector gRPC address host:port"},
-	{"collector.https_url", "collector-https-url", "", "collector HTTPS batch URL"},
-	{"collector.udp_addr", "collector-udp-addr", "", "collector UDP address host:port"},
-	{"collector.udp_key_file", "collector-udp-key-file", "", "file with the UDP HMAC key"},
-	{"collector.ca_file", "collector-ca-file", "", "CA that signed the collector's certificate"},
-	{"collector.cert_file", "collector-cert-file", "", "client certificate for mTLS"},
-	{"collector.key_file", "collector-key-file", "", "client key for mTLS"},
-	{"collector.insecure", "collector-insecure", false, "gRPC without TLS (loopback only)"},
-	{"collector.exporter_id", "exporter-id", "", "this exporter's name (default: node name)"},
-	{"collector.batch_records", "batch-records", 512, "records per batch"},
-	{"collector.buffer_batches", "buffer-batches", 1024, "batches held for the collector"},
-	{"collector.buffer_bytes", "buffer-bytes", 16 << 20, "bytes held for the collector"},
-	{"collector.send_timeout", "send-timeout", 5 * time.Second, "wait for one batch's answer"},
-	{"collector.fail_after", "fail-after", 3, "consecutive failures that demote a transport"},
-	{"collector.probe_interval", "probe-interval", 30 * time.Second, "when a demoted transport is tried again"},
-	{"flush_interval", "flush-interval", 60 * time.Second, "report every open connection as an interim record this often"},
-	{"close_grace", "close-grace", 200 * time.Millisecond, "how long a final record waits for a late RST"},
-	{"max_connections", "max-connections", uint32(0), "open connections tracked in the kernel (0: 65536 netns, 262144 host)"},
-	{"ring_buffer_bytes", "ring-buffer-bytes", uint32(2 << 20), "kernel ring buffer size in bytes (power of two)"},
-	{"queue_records", "queue-records", 16384, "records buffered for the output before drops"},
-	{"metrics_addr", "metrics-addr", "127.0.0.1:9477", "address for /metrics (empty: off)"},
-	{"log_level", "log-level", "info", "debug, info, warn or error"},
-	{"workload.name", "workload-name", "", "local workload name stamped on every record"},
-	{"workload.namespace", "workload-namespace", "", "local workload's Kubernetes namespace"},
-	{"workload.pod", "workload-pod", "", "local pod name"},
-	{"workload.pod_uid", "workload-pod-uid", "", "local pod UID"},
-	{"workload.node", "workload-node", "", "node or host name (default: hostname)"},
-	{"workload.cluster", "workload-cluster", "", "cluster name"},
+var options = []settings.Option{
+	settings.O("scope", "scope", "netns", "netns (one network namespace) or host (all of them)"),
+	settings.O("netns", "netns", "", "namespace for --scope=netns: path or pid (default: the exporter's own)"),
+	settings.O("output", "output", "stdout", "collector, stdout (JSON lines) or discard"),
+	settings.O("collector.transport", "collector-transport", "auto", "auto, grpc, https or udp"),
+	settings.O("collector.grpc_addr", "collector-grpc-addr", "", "collector gRPC address host:port"),
+	settings.O("collector.https_url", "collector-https-url", "", "collector HTTPS batch URL"),
+	settings.O("collector.udp_addr", "collector-udp-addr", "", "collector UDP address host:port"),
+	settings.O("collector.udp_key_file", "collector-udp-key-file", "", "file with the UDP HMAC key"),
+	settings.O("collector.ca_file", "collector-ca-file", "", "CA that signed the collector's certificate"),
+	settings.O("collector.cert_file", "collector-cert-file", "", "client certificate for mTLS"),
+	settings.O("collector.key_file", "collector-key-file", "", "client key for mTLS"),
+	settings.O("collector.insecure", "collector-insecure", false, "gRPC without TLS (loopback only)"),
+	settings.O("collector.exporter_id", "exporter-id", "", "this exporter's name (default: node name)"),
+	settings.O("collector.batch_records", "batch-records", 512, "records per batch"),
+	settings.O("collector.buffer_batches", "buffer-batches", 1024, "batches held for the collector"),
+	settings.O("collector.buffer_bytes", "buffer-bytes", 16<<20, "bytes held for the collector"),
+	settings.O("collector.send_timeout", "send-timeout", 5*time.Second, "wait for one batch's answer"),
+	settings.O("collector.fail_after", "fail-after", 3, "consecutive failures that demote a transport"),
+	settings.O("collector.probe_interval", "probe-interval", 30*time.Second, "when a demoted transport is tried again"),
+	settings.O("flush_interval", "flush-interval", 60*time.Second, "report every open connection as an interim record this often"),
+	settings.O("close_grace", "close-grace", 200*time.Millisecond, "how long a final record waits for a late RST"),
+	settings.O("max_connections", "max-connections", uint32(0), "open connections tracked in the kernel (0: 65536 netns, 262144 host)"),
+	settings.O("ring_buffer_bytes", "ring-buffer-bytes", uint32(2<<20), "kernel ring buffer size in bytes (power of two)"),
+	settings.O("queue_records", "queue-records", 16384, "records buffered for the output before drops"),
+	settings.O("metrics_addr", "metrics-addr", "127.0.0.1:9477", "address for /metrics (empty: off)"),
+	settings.O("log_level", "log-level", "info", "debug, info, warn or error"),
+	settings.O("workload.name", "workload-name", "", "local workload name stamped on every record"),
+	settings.O("workload.namespace", "workload-namespace", "", "local workload's Kubernetes namespace"),
+	settings.O("workload.pod", "workload-pod", "", "local pod name"),
+	settings.O("workload.pod_uid", "workload-pod-uid", "", "local pod UID"),
+	settings.O("workload.node", "workload-node", "", "node or host name (default: hostname)"),
+	settings.O("workload.cluster", "workload-cluster", "", "cluster name"),
 }
 
 // Load reads the configuration from args (without the program name), the environment and the file
 // named by --config. It returns pflag.ErrHelp when --help was asked for.
 func Load(args []string) (Config, error) {
-	fs := pflag.NewFlagSet("flow-exporter", pflag.ContinueOnError)
-	file := fs.String("config", "", "YAML config file")
-	v := viper.New()
-	for _, o := range options {
-		v.SetDefault(o.key, o.def)
-		switch d := o.def.(type) {
-		case string:
-			fs.String(o.flag, d, o.usage)
-		case time.Duration:
-			fs.Duration(o.flag, d, o.usage)
-		case uint32:
-			fs.Uint32(o.flag, d, o.usage)
-		case int:
-			fs.Int(o.flag, d, o.usage)
-		case bool:
-			fs.Bool(o.flag, d, o.usage)
-		}
-		if err := v.BindPFlag(o.key, fs.Lookup(o.flag)); err != nil {
-			return Config{}, fmt.Errorf("bind flag %s: %w", o.flag, err)
-		}
-	}
-	if err := fs.Parse(args); err != nil {
+	var c Config
+	file, err := settings.Load("flow-exporter", args, options, &c)
+	if err != nil {
 		return Config{}, err
 	}
-	v.SetEnvPrefix("FLOWLENS")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
-	if *file != "" {
-		v.SetConfigFile(*file)
-		if err := v.ReadInConfig(); err != nil {
-			return Config{}, fmt.Errorf("read config %s: %w", *file, err)
-		}
-	}
-	var c Config
-	if err := v.Unmarshal(&c); err != nil {
-		return Config{}, fmt.Errorf("parse config: %w", err)
-	}
-	c.File = *file
+	c.File = file
 	c.applyDefaults()
 	return c, c.Validate()
 }
