@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc"
 
 	"github.com/flowlens/flowlens/collector/ingest"
 	"github.com/flowlens/flowlens/exporter/agent"
@@ -56,17 +57,10 @@ func TestCaptureToCollector(t *testing.T) {
 
 	// The collector: a real gRPC ingest server on loopback.
 	got := &received{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := ingest.NewGRPCServer(&ingest.Handler{Sink: got, Dedup: ingest.NewDedup(100),
-		Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zaptest.NewLogger(t)})
-	go srv.Serve(ln)
-	defer srv.Stop()
+	addr := serveIngest(t, "127.0.0.1:0", got)
 
 	cfg, err := config.Load([]string{"--netns", ns.Path, "--metrics-addr", "", "--close-grace", "50ms",
-		"--output", "collector", "--collector-grpc-addr", ln.Addr().String(), "--collector-insecure",
+		"--output", "collector", "--collector-grpc-addr", addr, "--collector-insecure",
 		"--workload-name", "checkout", "--workload-namespace", "shop"})
 	if err != nil {
 		t.Fatal(err)
@@ -165,14 +159,7 @@ func TestCollectorDownLongerThanTheBuffer(t *testing.T) {
 
 	// The collector comes back on the same address.
 	got := &received{}
-	ln, err = net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := ingest.NewGRPCServer(&ingest.Handler{Sink: got, Dedup: ingest.NewDedup(100),
-		Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zaptest.NewLogger(t)})
-	go srv.Serve(ln)
-	defer srv.Stop()
+	serveIngest(t, addr, got)
 	if err := ship.Close(20 * time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -186,3 +173,18 @@ func TestCollectorDownLongerThanTheBuffer(t *testing.T) {
 }
 
 var loopback = netip.MustParseAddr("127.0.0.1")
+
+// serveIngest runs a real gRPC ingest server on addr that stores into sink, until the test ends, and
+// returns its address.
+func serveIngest(t *testing.T, addr string, sink ingest.Sink, opts ...grpc.ServerOption) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := ingest.NewGRPCServer(&ingest.Handler{Sink: sink, Dedup: ingest.NewDedup(100),
+		Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zaptest.NewLogger(t)}, opts...)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return ln.Addr().String()
+}

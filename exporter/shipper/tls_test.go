@@ -2,7 +2,6 @@ package shipper_test
 
 import (
 	"crypto/tls"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,7 +13,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/flowlens/flowlens/collector/ingest"
 	"github.com/flowlens/flowlens/exporter/config"
 	"github.com/flowlens/flowlens/exporter/metrics"
 	"github.com/flowlens/flowlens/exporter/shipper"
@@ -48,20 +46,13 @@ func TestGRPCMutualTLS(t *testing.T) {
 	caFile, certFile, keyFile := write("ca.pem", ca.CertPEM), write("c.pem", client.CertPEM), write("c.key", client.KeyPEM)
 
 	got := &received{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := ingest.NewGRPCServer(&ingest.Handler{Sink: got, Dedup: ingest.NewDedup(100),
-		Metrics: ingest.NewMetrics(prometheus.NewRegistry()), Log: zaptest.NewLogger(t)}, grpc.Creds(credentials.NewTLS(ca.ServerConfig(server, tls.RequireAndVerifyClientCert))))
-	go srv.Serve(ln)
-	defer srv.Stop()
+	addr := serveIngest(t, "127.0.0.1:0", got, grpc.Creds(credentials.NewTLS(ca.ServerConfig(server, tls.RequireAndVerifyClientCert))))
 
 	ship := func(extra ...string) (int, float64) {
 		got.mu.Lock()
 		got.recs = nil
 		got.mu.Unlock()
-		args := append([]string{"--output", "collector", "--collector-grpc-addr", ln.Addr().String(),
+		args := append([]string{"--output", "collector", "--collector-grpc-addr", addr,
 			"--collector-ca-file", caFile, "--send-timeout", "1s"}, extra...)
 		cfg, err := config.Load(args)
 		if err != nil {
