@@ -26,9 +26,17 @@ type seen struct {
 // NewDedup remembers up to limit exporters.
 func NewDedup(limit int) *Dedup { return &Dedup{exporters: make(map[string]*seen), limit: limit} }
 
-// Claim reports whether (id, seq) should be stored now: false when it was stored before, or is being
-// stored by another stream right now. A true claim must be followed by Done.
-func (d *Dedup) Claim(id string, seq uint64) bool {
+// Claim is what Claim found.
+type Claim int
+
+const (
+	Claimed  Claim = iota // store it now, then call Done
+	Stored                // stored before: a duplicate
+	InFlight              // another request is storing it right now, and may yet fail: retry later
+)
+
+// Claim says whether (id, seq) should be stored now. A Claimed result must be followed by Done.
+func (d *Dedup) Claim(id string, seq uint64) Claim {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := d.exporters[id]
@@ -41,11 +49,22 @@ func (d *Dedup) Claim(id string, seq uint64) bool {
 	}
 	d.clock++
 	s.used = d.clock
-	if s.stored(seq) || s.inflight[seq] {
-		return false
+	switch {
+	case s.stored(seq):
+		return Stored
+	case s.inflight[seq]:
+		return InFlight
 	}
 	s.inflight[seq] = true
-	return true
+	return Claimed
+}
+
+// IsStored reports, without claiming, whether (id, seq) was stored: for transports that do not claim.
+func (d *Dedup) IsStored(id string, seq uint64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.exporters[id]
+	return s != nil && s.stored(seq)
 }
 
 // Done ends a claim: stored says whether the sink made the batch durable.
@@ -98,7 +117,7 @@ func (d *Dedup) forgetOldest() {
 
 // Seed marks (id, seq) as stored: how a restarted collector learns, from its store, what it already holds.
 func (d *Dedup) Seed(id string, seq uint64) {
-	if d.Claim(id, seq) {
+	if d.Claim(id, seq) == Claimed {
 		d.Done(id, seq, true)
 	}
 }

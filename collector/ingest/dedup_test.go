@@ -5,7 +5,7 @@ import "testing"
 func TestDedup(t *testing.T) {
 	d := NewDedup(2)
 	claimStore := func(id string, seq uint64) bool {
-		if !d.Claim(id, seq) {
+		if d.Claim(id, seq) != Claimed {
 			return false
 		}
 		d.Done(id, seq, true)
@@ -28,12 +28,16 @@ func TestDedup(t *testing.T) {
 		}
 	}
 
-	// A failed store releases the claim; a concurrent claim of the same batch is refused meanwhile.
-	if !d.Claim("b", 5) {
+	// While a batch is being stored, a resend is told it is in flight (retry), not that it is stored; a
+	// failed store releases the claim.
+	if d.Claim("b", 5) != Claimed {
 		t.Fatal("first claim refused")
 	}
-	if d.Claim("b", 5) {
-		t.Fatal("claim of a batch in flight granted")
+	if got := d.Claim("b", 5); got != InFlight {
+		t.Fatalf("claim of a batch in flight: %v, want InFlight", got)
+	}
+	if d.IsStored("b", 5) {
+		t.Fatal("a batch in flight reported stored")
 	}
 	d.Done("b", 5, false)
 	if !claimStore("b", 5) {

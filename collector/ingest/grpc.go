@@ -62,11 +62,14 @@ func (h *Handler) Handle(ctx context.Context, transport string, b *flowv1.FlowBa
 		h.Log.Warn("batch rejected", zap.String("transport", transport), zap.String("exporter", b.GetExporterId()), zap.Error(err))
 		return outcome(flowv1.AckStatus_ACK_STATUS_REJECTED, "rejected", err.Error())
 	}
-	if !h.Dedup.Claim(b.ExporterId, b.Seq) {
+	switch h.Dedup.Claim(b.ExporterId, b.Seq) {
+	case Stored:
 		return outcome(flowv1.AckStatus_ACK_STATUS_DUPLICATE, "duplicate", "")
+	case InFlight:
+		// Not DUPLICATE: the store in progress may yet fail, and then only this resend would carry it.
+		return outcome(flowv1.AckStatus_ACK_STATUS_RETRY, "in_flight", "the same batch is being stored")
 	}
-	err = h.Sink.Put(ctx, &Batch{ExporterID: b.ExporterId, Seq: b.Seq, Transport: transport, Records: records})
-	h.Dedup.Done(b.ExporterId, b.Seq, err == nil)
+	err = h.put(ctx, &Batch{ExporterID: b.ExporterId, Seq: b.Seq, Transport: transport, Records: records})
 	switch {
 	case err == nil:
 		h.Metrics.Records.WithLabelValues(transport).Add(float64(len(records)))
@@ -79,13 +82,32 @@ func (h *Handler) Handle(ctx context.Context, transport string, b *flowv1.FlowBa
 	}
 }
 
-// Store decodes b and hands it to the sink without de-duplication: for UDP, which is at most once and whose
-// datagrams may carry parts of one batch under its sequence number. It returns the records stored.
+// put stores a claimed batch and always ends the claim, even if the sink panics: a claim left held would
+// answer every resend "in flight" forever, and a panic must not take a server goroutine down.
+func (h *Handler) put(ctx context.Context, b *Batch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("sink panicked: %v", r)
+		}
+		h.Dedup.Done(b.ExporterID, b.Seq, err == nil)
+	}()
+	return h.Sink.Put(ctx, b)
+}
+
+// Store decodes b and hands it to the sink without claiming it: for UDP, which is at most once and whose
+// datagrams carry parts of one batch under one sequence number, so a claim would refuse the later parts.
+// A batch already stored over an acked transport is counted as a duplicate and not stored again. It
+// returns the records stored.
 func (h *Handler) Store(ctx context.Context, transport string, b *flowv1.FlowBatch) (int, error) {
 	records, err := wire.Records(b)
 	if err != nil {
 		h.Metrics.Batches.WithLabelValues(transport, "rejected").Inc()
 		return 0, err
+	}
+	if h.Dedup.IsStored(b.ExporterId, b.Seq) {
+		// Stored before over an acked transport (a resend after a lost ack, on UDP now): count, do not store.
+		h.Metrics.Batches.WithLabelValues(transport, "duplicate").Inc()
+		return 0, nil
 	}
 	if err := h.Sink.Put(ctx, &Batch{ExporterID: b.ExporterId, Seq: b.Seq, Transport: transport, Records: records}); err != nil {
 		h.Metrics.Batches.WithLabelValues(transport, "error").Inc()
