@@ -44,12 +44,15 @@ type Shipper struct {
 // New builds the transports the config names and starts delivering. drops is the exporter's drops family:
 // the shipper counts under stage "transport".
 func New(cfg config.Collector, workload flow.Workload, drops *prometheus.CounterVec, reg prometheus.Registerer, log *zap.Logger) (*Shipper, error) {
-	transports, err := dial(cfg, log)
+	transports, err := dial(cfg, drops, log)
 	if err != nil {
 		return nil, err
 	}
 	sm, err := transport.NewSelectorMetrics(reg)
 	if err != nil {
+		for _, t := range transports {
+			t.Close()
+		}
 		return nil, err
 	}
 	sel := &transport.Selector{Transports: transports, FailAfter: cfg.FailAfter, Probe: cfg.ProbeInterval,
@@ -119,8 +122,16 @@ func (s *Shipper) Close(wait time.Duration) error {
 }
 
 // dial builds a transport for every endpoint the config names.
-func dial(cfg config.Collector, log *zap.Logger) (map[string]transport.Transport, error) {
+// On error it closes what it had opened.
+func dial(cfg config.Collector, drops *prometheus.CounterVec, log *zap.Logger) (_ map[string]transport.Transport, err error) {
 	out := map[string]transport.Transport{}
+	defer func() {
+		if err != nil {
+			for _, t := range out {
+				t.Close()
+			}
+		}
+	}()
 	if cfg.GRPCAddr != "" {
 		creds := insecure.NewCredentials()
 		if !cfg.Insecure {
@@ -156,6 +167,8 @@ func dial(cfg config.Collector, log *zap.Logger) (map[string]transport.Transport
 		if err != nil {
 			return nil, err
 		}
+		abandoned := drops.WithLabelValues("transport", "udp_abandoned")
+		u.Abandoned = func(n int) { abandoned.Add(float64(n)) }
 		out["udp"] = u
 	}
 	if len(out) == 0 {

@@ -43,20 +43,25 @@ func NewGRPC(addr string, creds credentials.TransportCredentials) (*GRPC, error)
 // Name is "grpc".
 func (g *GRPC) Name() string { return "grpc" }
 
-// Send sends b and waits for its ack until ctx ends.
+// Send sends b and waits for its ack until ctx ends. The stream outlives one Send, so it is not opened
+// with ctx; instead ctx's end cancels the stream, which unblocks a connect to an unreachable collector and a
+// write stuck on flow control toward one that stopped reading.
 func (g *GRPC) Send(ctx context.Context, b *flowv1.FlowBatch) (flowv1.AckStatus, error) {
 	if g.s == nil {
-		if err := g.open(); err != nil {
+		if err := g.open(ctx); err != nil {
 			return 0, err
 		}
 	}
-	if err := g.s.send.Send(b); err != nil {
+	s := g.s
+	stop := context.AfterFunc(ctx, s.cancel)
+	defer stop()
+	if err := s.send.Send(b); err != nil {
 		return 0, g.fail(fmt.Errorf("send batch %d: %w", b.Seq, err))
 	}
 	select {
-	case ack, ok := <-g.s.acks:
+	case ack, ok := <-s.acks:
 		if !ok {
-			return 0, g.fail(fmt.Errorf("stream closed before the ack of batch %d: %w", b.Seq, <-g.s.err))
+			return 0, g.fail(fmt.Errorf("stream closed before the ack of batch %d: %w", b.Seq, <-s.err))
 		}
 		if ack.Seq != b.Seq {
 			return 0, g.fail(fmt.Errorf("ack for batch %d while waiting for %d", ack.Seq, b.Seq))
@@ -68,9 +73,14 @@ func (g *GRPC) Send(ctx context.Context, b *flowv1.FlowBatch) (flowv1.AckStatus,
 	}
 }
 
-func (g *GRPC) open() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	send, err := g.client.Send(ctx)
+// open starts a stream; ctx bounds only the opening.
+func (g *GRPC) open(ctx context.Context) error {
+	sctx, cancel := context.WithCancel(context.Background())
+	stop := context.AfterFunc(ctx, cancel)
+	send, err := g.client.Send(sctx)
+	if !stop() {
+		err = fmt.Errorf("%w (%w)", ctx.Err(), context.Cause(sctx))
+	}
 	if err != nil {
 		cancel()
 		return fmt.Errorf("open ingest stream: %w", err)

@@ -256,3 +256,40 @@ func (c *countingConn) Read(p []byte) (int, error) {
 	c.n.Add(int64(n))
 	return n, err
 }
+
+// TestGRPCSendHonoursDeadline: a collector that accepts the connection and never answers keeps gRPC
+// connecting forever; Send must still return when its deadline passes.
+func TestGRPCSendHonoursDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c) // accepted, never read or written
+		}
+	}()
+	tr, err := transport.NewGRPC(ln.Addr().String(), insecure.NewCredentials())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for range 2 { // the first Send opens the stream, the second finds none and opens again
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		start := time.Now()
+		_, err := tr.Send(ctx, wire.NewBatch("e", 1, 1, flow.Workload{}, []flow.Record{record(1)}))
+		cancel()
+		if err == nil {
+			t.Fatal("send to a silent collector succeeded")
+		}
+		if d := time.Since(start); d > 5*time.Second { // it returns, rather than hang: not a timing check
+			t.Fatalf("send returned after %v, its deadline was 300ms", d)
+		}
+	}
+}

@@ -68,7 +68,8 @@ type Selector struct {
 
 	pinned  atomic.Pointer[string]
 	current string
-	hint    string // the collector's preferred transport, from the latest answer that carried one
+	hint    string    // the collector's preferred transport, from the latest acked answer
+	hintAt  time.Time // when it was heard; it lapses after Probe, so a hint to UDP (no acks) is not forever
 	health  map[string]*health
 	rate    float64 // records/s, exponentially weighted
 	last    time.Time
@@ -123,7 +124,7 @@ func (s *Selector) Send(ctx context.Context, b *flowv1.FlowBatch) (flowv1.AckSta
 	sent := s.Now()
 	status, err := t.Send(ctx, b)
 	if hinter, ok := t.(Hinter); ok && err == nil {
-		s.hint = hinter.Hint()
+		s.hint, s.hintAt = hinter.Hint(), now
 	}
 	h := s.health[name]
 	if err == nil {
@@ -169,6 +170,9 @@ func (s *Selector) instance(now time.Time) Instance {
 	if s.Limits != nil && now.Sub(s.limits.read) > time.Minute {
 		s.limits.cpu, s.limits.mem = s.Limits()
 		s.limits.read = now
+	}
+	if now.Sub(s.hintAt) > s.Probe {
+		s.hint = "" // unheard for a probe interval: back to the policy, which reaches an acked transport again
 	}
 	in := Instance{CPULimit: s.limits.cpu, MemoryLimit: s.limits.mem, FlowRate: s.rate, Hint: s.hint,
 		Proxy: os.Getenv("HTTPS_PROXY") != "" || os.Getenv("https_proxy") != "", Usable: map[string]bool{}}

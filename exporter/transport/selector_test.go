@@ -101,6 +101,24 @@ func TestSelectorDemotesAndProbes(t *testing.T) {
 	if s.Name() != "https" {
 		t.Fatalf("collector hinted https, sent through %s", s.Name())
 	}
+	// A hint to a transport without acks lapses after a probe interval: the policy takes over again.
+	u := &scripted{name: "udp"}
+	s.Transports["udp"], s.health["udp"] = u, &health{}
+	g.hint, h.hint = "udp", "udp"
+	send() // through https: hears "udp"
+	send()
+	if s.Name() != "udp" {
+		t.Fatalf("collector hinted udp, sent through %s", s.Name())
+	}
+	g.hint, h.hint = "", ""
+	for range 31 { // UDP never answers, so it cannot carry a new hint
+		send()
+	}
+	if s.Name() != "grpc" {
+		t.Fatalf("a lapsed hint kept the exporter on %s", s.Name())
+	}
+	delete(s.Transports, "udp")
+	delete(s.health, "udp")
 	s.Pin("udp")
 	if _, err := s.Send(context.Background(), &flowv1.FlowBatch{}); err == nil {
 		t.Fatal("pinned to a transport that is not configured, and the send succeeded")

@@ -29,6 +29,9 @@ type UDP struct {
 	next   uint64 // sequence number of the next datagram
 	stats  UDPStats
 	closed bool
+	// Abandoned, when set, is told how many records each send abandoned (see UDPStats), so that the
+	// exporter counts them with its other drops.
+	Abandoned func(records int)
 }
 
 // UDPStats counts what a UDP has sent since it was made.
@@ -116,9 +119,14 @@ func (u *UDP) Send(ctx context.Context, b *flowv1.FlowBatch) (flowv1.AckStatus, 
 			return 0, fmt.Errorf("send batch %d to %s: %w", b.GetSeq(), u.to, err)
 		}
 		if err != nil {
+			lost := 0
 			for _, rest := range dgs[k:] {
 				u.stats.Abandoned++
 				u.stats.AbandonedRecords += uint64(rest.Records)
+				lost += rest.Records
+			}
+			if u.Abandoned != nil {
+				u.Abandoned(lost)
 			}
 			break
 		}
