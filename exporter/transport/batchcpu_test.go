@@ -38,7 +38,7 @@ func realistic(n int) []flow.Record {
 func BenchmarkExporterBatchCPU(b *testing.B) {
 	recs := realistic(512)
 	w := flow.Workload{Name: "checkout", Namespace: "shop", Node: "n1"}
-	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest)) // as the transports
 	codec, _ := udpwire.NewCodec([]byte("0123456789abcdef0123456789abcdef"))
 	defer codec.Close()
 	split, _ := udpwire.NewSplitter(codec, 1400)

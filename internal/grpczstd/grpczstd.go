@@ -46,7 +46,8 @@ func (compressor) Decompress(r io.Reader) (io.Reader, error) {
 
 var (
 	encoders = sync.Pool{New: func() any {
-		e, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
+		// The fastest level: ~30 % less CPU than the default for ~1 byte more per flow.
+		e, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest))
 		return e
 	}}
 	decoders = sync.Pool{New: func() any {
