@@ -16,9 +16,6 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/flowlens/flowlens/collector/ingest"
-	"github.com/flowlens/flowlens/exporter/config"
-	"github.com/flowlens/flowlens/exporter/metrics"
-	"github.com/flowlens/flowlens/exporter/shipper"
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/tlstest"
 )
@@ -80,18 +77,9 @@ func TestFailoverToHTTPSAndBack(t *testing.T) {
 	gs, grpcAddr := startGRPC("127.0.0.1:0")
 
 	const probe = 3 * time.Second
-	cfg, err := config.Load([]string{"--output", "collector", "--collector-grpc-addr", grpcAddr,
-		"--collector-https-url", "https://" + hs.Addr + "/v1/batches", "--collector-ca-file", caFile,
-		"--batch-records", "5", "--send-timeout", "1s", "--probe-interval", probe.String()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	m, _ := metrics.New(reg, zaptest.NewLogger(t))
-	ship, err := shipper.New(cfg.Collector, cfg.Workload, m.Drops, reg, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ship, _, _ := newShipper(t, "--output", "collector", "--collector-grpc-addr", grpcAddr,
+		"--collector-https-url", "https://"+hs.Addr+"/v1/batches", "--collector-ca-file", caFile,
+		"--batch-records", "5", "--send-timeout", "1s", "--probe-interval", probe.String())
 	// The exporter writes a record every 10 ms, as a steady workload would; the shipper is used from
 	// this one goroutine only.
 	written := 0

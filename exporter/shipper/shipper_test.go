@@ -59,23 +59,11 @@ func TestCaptureToCollector(t *testing.T) {
 	got := &received{}
 	addr := serveIngest(t, "127.0.0.1:0", got)
 
-	cfg, err := config.Load([]string{"--netns", ns.Path, "--metrics-addr", "", "--close-grace", "50ms",
+	ship, cfg, m := newShipper(t, "--netns", ns.Path, "--metrics-addr", "", "--close-grace", "50ms",
 		"--output", "collector", "--collector-grpc-addr", addr, "--collector-insecure",
-		"--workload-name", "checkout", "--workload-namespace", "shop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	m, err := metrics.New(reg, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ship, err := shipper.New(cfg.Collector, cfg.Workload, m.Drops, reg, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+		"--workload-name", "checkout", "--workload-namespace", "shop")
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := agent.Start(ctx, cfg, zaptest.NewLogger(t), m, reg, ship)
+	a, err := agent.Start(ctx, cfg, zaptest.NewLogger(t), m, prometheus.NewRegistry(), ship)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,20 +117,8 @@ func TestCollectorDownLongerThanTheBuffer(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // nobody listens: the collector is down
 
-	cfg, err := config.Load([]string{"--output", "collector", "--collector-grpc-addr", addr, "--collector-insecure",
-		"--batch-records", "10", "--buffer-batches", "20", "--send-timeout", "500ms", "--probe-interval", "100ms"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	m, err := metrics.New(reg, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ship, err := shipper.New(cfg.Collector, cfg.Workload, m.Drops, reg, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ship, _, m := newShipper(t, "--output", "collector", "--collector-grpc-addr", addr, "--collector-insecure",
+		"--batch-records", "10", "--buffer-batches", "20", "--send-timeout", "500ms", "--probe-interval", "100ms")
 	const n = 1000 // 100 batches for a buffer of 20
 	for i := range n {
 		r := flow.Record{StartTime: int64(i + 1), EndTime: int64(i + 2), Close: flow.CloseNormal}
@@ -173,6 +149,25 @@ func TestCollectorDownLongerThanTheBuffer(t *testing.T) {
 }
 
 var loopback = netip.MustParseAddr("127.0.0.1")
+
+// newShipper loads the exporter's configuration from args and makes a shipper with metrics of its own.
+func newShipper(t *testing.T, args ...string) (*shipper.Shipper, config.Config, *metrics.Metrics) {
+	t.Helper()
+	cfg, err := config.Load(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ship, err := shipper.New(cfg.Collector, cfg.Workload, m.Drops, reg, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ship, cfg, m
+}
 
 // serveIngest runs a real gRPC ingest server on addr that stores into sink, until the test ends, and
 // returns its address.

@@ -7,15 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"go.uber.org/zap/zaptest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/flowlens/flowlens/exporter/config"
-	"github.com/flowlens/flowlens/exporter/metrics"
-	"github.com/flowlens/flowlens/exporter/shipper"
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/tlstest"
 )
@@ -52,18 +47,8 @@ func TestGRPCMutualTLS(t *testing.T) {
 		got.mu.Lock()
 		got.recs = nil
 		got.mu.Unlock()
-		args := append([]string{"--output", "collector", "--collector-grpc-addr", addr,
-			"--collector-ca-file", caFile, "--send-timeout", "1s"}, extra...)
-		cfg, err := config.Load(args)
-		if err != nil {
-			t.Fatal(err)
-		}
-		reg := prometheus.NewRegistry()
-		m, _ := metrics.New(reg, zaptest.NewLogger(t))
-		s, err := shipper.New(cfg.Collector, cfg.Workload, m.Drops, reg, zaptest.NewLogger(t))
-		if err != nil {
-			t.Fatal(err)
-		}
+		s, _, m := newShipper(t, append([]string{"--output", "collector", "--collector-grpc-addr", addr,
+			"--collector-ca-file", caFile, "--send-timeout", "1s"}, extra...)...)
 		for i := range 5 {
 			r := flow.Record{LocalAddr: loopback, RemoteAddr: loopback, StartTime: int64(i + 1), EndTime: int64(i + 2), Close: flow.CloseNormal}
 			s.Write(&r)

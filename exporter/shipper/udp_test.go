@@ -12,9 +12,6 @@ import (
 
 	collconfig "github.com/flowlens/flowlens/collector/config"
 	"github.com/flowlens/flowlens/collector/server"
-	"github.com/flowlens/flowlens/exporter/config"
-	"github.com/flowlens/flowlens/exporter/metrics"
-	"github.com/flowlens/flowlens/exporter/shipper"
 	"github.com/flowlens/flowlens/internal/flow"
 )
 
@@ -35,17 +32,8 @@ func TestShipOverUDP(t *testing.T) {
 	}
 	defer srv.Stop(context.Background())
 
-	cfg, err := config.Load([]string{"--output", "collector", "--collector-udp-addr", srv.UDP().Addr().String(),
-		"--collector-udp-key-file", key, "--exporter-id", "udp-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	m, _ := metrics.New(reg, zaptest.NewLogger(t))
-	ship, err := shipper.New(cfg.Collector, cfg.Workload, m.Drops, reg, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ship, _, _ := newShipper(t, "--output", "collector", "--collector-udp-addr", srv.UDP().Addr().String(),
+		"--collector-udp-key-file", key, "--exporter-id", "udp-test")
 	const n = 1000
 	for i := range n {
 		r := flow.Record{LocalAddr: loopback, RemoteAddr: loopback, LocalPort: uint16(i), StartTime: int64(i + 1),
