@@ -3,7 +3,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -24,16 +23,16 @@ import (
 	"github.com/flowlens/flowlens/collector/ingest"
 	"github.com/flowlens/flowlens/internal/grpczstd"
 	"github.com/flowlens/flowlens/internal/output"
+	"github.com/flowlens/flowlens/internal/udpwire"
 )
 
 // Server is a running collector.
 type Server struct {
-	log      *zap.Logger
-	grpc     *grpc.Server
-	grpcAddr net.Addr
-	udp      *ingest.UDPServer
-	https    *ingest.HTTPSServer
-	metrics  *http.Server
+	log     *zap.Logger
+	grpc    *grpc.Server
+	udp     *ingest.UDPServer
+	https   *ingest.HTTPSServer
+	metrics *http.Server
 }
 
 // Start opens the listeners the config names and serves until Stop.
@@ -59,7 +58,6 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 			opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConf)))
 		}
 		s.grpc = ingest.NewGRPCServer(h, opts...)
-		s.grpcAddr = ln.Addr()
 		go func() {
 			if err := s.grpc.Serve(ln); err != nil {
 				log.Error("grpc ingest", zap.Error(err))
@@ -76,12 +74,12 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 		log.Info("https ingest listening (HTTP/2 on TCP, HTTP/3 on UDP)", zap.String("addr", s.https.Addr))
 	}
 	if cfg.UDPAddr != "" {
-		key, err := os.ReadFile(cfg.UDPKeyFile)
+		key, err := udpwire.ReadKey(cfg.UDPKeyFile)
 		if err != nil {
 			s.Stop(context.Background())
-			return nil, fmt.Errorf("udp key: %w", err)
+			return nil, err
 		}
-		if s.udp, err = ingest.ListenUDP(cfg.UDPAddr, cfg.UDPSockets, bytes.TrimSpace(key), h, reg, log); err != nil {
+		if s.udp, err = ingest.ListenUDP(cfg.UDPAddr, cfg.UDPSockets, key, h, reg, log); err != nil {
 			s.Stop(context.Background())
 			return nil, err
 		}
@@ -104,17 +102,6 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 		}()
 	}
 	return s, nil
-}
-
-// GRPCAddr is the gRPC listener's address, or nil.
-func (s *Server) GRPCAddr() net.Addr { return s.grpcAddr }
-
-// HTTPSAddr is the HTTPS ingest's host:port (TCP and UDP), or "".
-func (s *Server) HTTPSAddr() string {
-	if s.https == nil {
-		return ""
-	}
-	return s.https.Addr
 }
 
 // UDP is the UDP ingest, or nil.

@@ -45,7 +45,6 @@ type Agent struct {
 	metrics *metrics.Metrics
 	sink    output.Sink
 	http    *http.Server
-	addr    net.Addr
 
 	// The queue to the output is bounded in records, not batches: queued counts the records in it, the
 	// reader adds before handing a batch over and the writer subtracts after writing one.
@@ -109,7 +108,6 @@ func (a *Agent) serveMetrics(gatherer prometheus.Gatherer) error {
 	if err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
 	}
-	a.addr = ln.Addr()
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index) // profiles, on the same (loopback by default) listener
@@ -122,9 +120,6 @@ func (a *Agent) serveMetrics(gatherer prometheus.Gatherer) error {
 	}()
 	return nil
 }
-
-// MetricsAddr is where /metrics is served, or nil.
-func (a *Agent) MetricsAddr() net.Addr { return a.addr }
 
 // Wait blocks until the agent has stopped. It may be called any number of times.
 func (a *Agent) Wait() error {
@@ -193,9 +188,8 @@ func (a *Agent) snapshot(ctx context.Context) error {
 	return err
 }
 
-var kindNames = map[capture.Kind]string{
-	capture.KindClose: "close", capture.KindActive: "active", capture.KindResetSent: "reset_sent",
-}
+// kindNames labels the event kinds, indexed by capture.Kind (decode accepts no other values).
+var kindNames = [...]string{capture.KindClose: "close", capture.KindActive: "active", capture.KindResetSent: "reset_sent"}
 
 // read owns the flow table. It ends once stopping was set before a read that found the ring buffer
 // empty, then closes the queue.
@@ -203,13 +197,16 @@ func (a *Agent) read() {
 	defer close(a.queue)
 	queueFull := a.metrics.Drops.WithLabelValues("queue", "full")
 	decodeErr := a.metrics.Drops.WithLabelValues("reader", "decode")
-	emitted := map[flow.Close]prometheus.Counter{}
-	for c := flow.CloseActive; c <= flow.CloseTimeout; c++ {
-		emitted[c] = a.metrics.Records.WithLabelValues(c.String())
+	// Arrays indexed by the small enums: the per-record path does no map lookups.
+	var emitted [flow.CloseTimeout + 1]prometheus.Counter
+	for c := range emitted {
+		emitted[c] = a.metrics.Records.WithLabelValues(flow.Close(c).String())
 	}
-	events := map[capture.Kind]prometheus.Counter{}
+	var events [len(kindNames)]prometheus.Counter
 	for k, n := range kindNames {
-		events[k] = a.metrics.EventsRead.WithLabelValues(n)
+		if n != "" {
+			events[k] = a.metrics.EventsRead.WithLabelValues(n)
+		}
 	}
 
 	newBatch := func() []flow.Record {

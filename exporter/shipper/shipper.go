@@ -3,7 +3,6 @@
 package shipper
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -22,6 +21,7 @@ import (
 	"github.com/flowlens/flowlens/exporter/config"
 	"github.com/flowlens/flowlens/exporter/transport"
 	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/udpwire"
 	"github.com/flowlens/flowlens/internal/wire"
 )
 
@@ -159,7 +159,7 @@ func dial(cfg config.Collector, drops *prometheus.CounterVec, log *zap.Logger) (
 		out["https"] = h
 	}
 	if cfg.UDPAddr != "" {
-		key, err := ReadKey(cfg.UDPKeyFile)
+		key, err := udpwire.ReadKey(cfg.UDPKeyFile)
 		if err != nil {
 			return nil, err
 		}
@@ -175,15 +175,6 @@ func dial(cfg config.Collector, drops *prometheus.CounterVec, log *zap.Logger) (
 		return nil, errors.New("no collector transport could be set up")
 	}
 	return out, nil
-}
-
-// ReadKey reads the shared UDP key: the file's bytes, surrounding white space trimmed.
-func ReadKey(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("udp key: %w", err)
-	}
-	return bytes.TrimSpace(b), nil
 }
 
 // clientTLS is the exporter's TLS: the collector verified against CAFile (or the system roots), and the

@@ -15,12 +15,14 @@
 package udpwire
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
+	"os"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -208,4 +210,14 @@ func (c *Codec) Decode(dgram []byte, into *flowv1.FlowBatch) (uint64, error) {
 		return 0, fmt.Errorf("datagram %d: %w: batch without exporter_id", seq, ErrMalformed)
 	}
 	return seq, nil
+}
+
+// ReadKey reads the shared HMAC key from path: the file's bytes, surrounding white space trimmed, so that
+// `head -c 32 /dev/urandom | base64 > udp.key` makes one. The exporter and the collector both read it so.
+func ReadKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("udp key: %w", err)
+	}
+	return bytes.TrimSpace(b), nil
 }
