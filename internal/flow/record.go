@@ -110,3 +110,43 @@ type Record struct {
 	Preexisting   bool       `json:"preexisting,omitempty"` // open before the exporter started: no start, role, pid
 	LocalWorkload Workload   `json:"local_workload"`
 }
+
+// Attribution says how the collector decided a flow's remote workload. Its values match the sonar
+// evidence kinds they come from, so one converts to the other by value.
+type Attribution uint8
+
+const (
+	AttributionNone         Attribution = iota // not attributed yet: as the exporter sends it
+	AttributionHeartbeat                       // the remote IP's owner reported flows covering start_time
+	AttributionPodEvent                        // Kubernetes pod events
+	AttributionService                         // a Kubernetes service's cluster IP
+	AttributionNode                            // a Kubernetes node's address
+	AttributionCIDR                            // a static CIDR table
+	AttributionUnattributed                    // no owner was known by the deadline, or owners conflicted: never guessed
+)
+
+var attributionNames = [...]string{"NONE", "HEARTBEAT", "POD_EVENT", "SERVICE", "NODE", "CIDR", "UNATTRIBUTED"}
+
+func (a Attribution) String() string {
+	if int(a) < len(attributionNames) {
+		return attributionNames[a]
+	}
+	return fmt.Sprintf("Attribution(%d)", a)
+}
+
+// MarshalText makes attributions print by name in JSON.
+func (a Attribution) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// UnmarshalText parses an attribution name.
+func (a *Attribution) UnmarshalText(b []byte) error {
+	return parseName(attributionNames[:], "attribution", b, (*uint8)(a))
+}
+
+// Enriched is a record as the collector stores and publishes it: the exporter's record, where it came
+// from, and the owner of its remote address at its start time.
+type Enriched struct {
+	Record
+	ExporterID     string      `json:"exporter_id"`
+	RemoteWorkload Workload    `json:"remote_workload"`
+	Attribution    Attribution `json:"attribution"`
+}
