@@ -1,0 +1,90 @@
+// Package attribute decides who the remote side of a flow was, from the ownership index, and turns every
+// record into the heartbeat that feeds that index. It holds the rules; the pipeline holds the queues.
+//
+// The rule is the project's: a flow may stay unattributed, it must never be misattributed. So:
+//   - A heartbeat answer (the remote address's owner itself reported flows covering the time) is final.
+//   - Service, node and CIDR answers are final too: those addresses have no exporter whose heartbeat
+//     could outrank them, and they do not churn like pod IPs.
+//   - A pod-event answer is taken only at the deadline: until then a heartbeat may still arrive and
+//     outrank it, because pod events can be late or lost while heartbeats come from the owner itself.
+//   - No answer, or a conflict, waits for the deadline and then is stored UNATTRIBUTED.
+package attribute
+
+import (
+	"encoding/binary"
+	"hash/fnv"
+	"net/netip"
+
+	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/sonar/index"
+)
+
+// Lookuper answers who owned an address at a time: an in-process *index.Index, or a sonar client.
+type Lookuper interface {
+	Lookup(ip netip.Addr, t int64) index.Answer
+}
+
+// Resolve looks up r's remote address at its start time and, when the answer is good enough to keep
+// (see the package comment), sets RemoteWorkload and Attribution and returns true. final says the
+// record's deadline has passed: then it always decides, UNATTRIBUTED if nothing better is known.
+func Resolve(l Lookuper, r *flow.Enriched, final bool) bool {
+	ip, at := RemoteKey(&r.Record)
+	a := l.Lookup(ip, at)
+	ok := a.Status == index.Owned && (final || a.Range.Evidence != index.EvidencePodEvent)
+	switch {
+	case ok:
+		r.RemoteWorkload, r.Attribution = a.Range.Owner, flow.Attribution(a.Range.Evidence)
+	case final:
+		r.RemoteWorkload, r.Attribution = flow.Workload{}, flow.AttributionUnattributed
+	}
+	return ok || final
+}
+
+// Heartbeat is the claim a record makes: its local address belonged to its local workload while the
+// connection lived. Records with no workload make none.
+func Heartbeat(r *flow.Record) (index.Claim, bool) {
+	if r.LocalWorkload == (flow.Workload{}) || !r.LocalAddr.IsValid() || r.EndTime == 0 {
+		return index.Claim{}, false
+	}
+	start := r.StartTime
+	if r.Preexisting || start == 0 || start > r.EndTime {
+		start = r.EndTime // open before the exporter started: the record proves only the moment it was taken
+	}
+	ip := localKey(r)
+	return index.Claim{IP: ip, Start: start, End: r.EndTime, Owner: r.LocalWorkload, Evidence: index.EvidenceHeartbeat}, true
+}
+
+// RemoteKey is the index key and time to look the remote side of r up at.
+func RemoteKey(r *flow.Record) (netip.Addr, int64) {
+	at := r.StartTime
+	if r.Preexisting || at == 0 {
+		at = r.EndTime
+	}
+	if r.RemoteAddr.Unmap().IsLoopback() {
+		return socketKey(r.LocalWorkload.Node, r.RemoteAddr, r.RemotePort), at
+	}
+	return r.RemoteAddr.Unmap(), at
+}
+
+func localKey(r *flow.Record) netip.Addr {
+	if r.LocalAddr.Unmap().IsLoopback() {
+		return socketKey(r.LocalWorkload.Node, r.LocalAddr, r.LocalPort)
+	}
+	return r.LocalAddr.Unmap()
+}
+
+// socketKey stands for a loopback socket of one host. Every host has 127.0.0.1, and on one host every
+// process shares it, so a loopback address names no owner; the (host, address, port) of a socket does.
+// Both ends of a loopback connection are on the host that exported them, so the client's record claims
+// its ephemeral port, the server's its listening port, and each finds the other under the same key.
+// The key is an address in 100::/64, the discard-only prefix (RFC 6666), which no real flow carries.
+func socketKey(host string, ip netip.Addr, port uint16) netip.Addr {
+	h := fnv.New64a()
+	h.Write([]byte(host))
+	a := ip.Unmap().As16()
+	h.Write(a[:])
+	var b [16]byte
+	b[0], b[1] = 0x01, 0x00
+	binary.BigEndian.PutUint64(b[8:], h.Sum64()<<16|uint64(port))
+	return netip.AddrFrom16(b)
+}
