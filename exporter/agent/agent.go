@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flowlens/flowlens/exporter/capture"
+	"github.com/flowlens/flowlens/exporter/hostid"
 	"github.com/flowlens/flowlens/exporter/config"
 	"github.com/flowlens/flowlens/exporter/flowtable"
 	"github.com/flowlens/flowlens/exporter/metrics"
@@ -45,6 +46,9 @@ type Agent struct {
 	metrics *metrics.Metrics
 	sink    output.Sink
 	http    *http.Server
+	// namer names each record's local workload in host scope when no workload name is configured: there
+	// one exporter speaks for every process of the machine.
+	namer *hostid.Namer
 
 	// The queue to the output is bounded in records, not batches: queued counts the records in it, the
 	// reader adds before handing a batch over and the writer subtracts after writing one.
@@ -90,6 +94,14 @@ func Start(ctx context.Context, cfg config.Config, log *zap.Logger, m *metrics.M
 		queue: make(chan []flow.Record, cfg.QueueRecords),
 		free:  make(chan []flow.Record, freeBatches),
 		done:  make(chan struct{}),
+	}
+	if cfg.Scope == "host" && cfg.Workload.Name == "" {
+		own, err := capture.NetnsInode("")
+		if err != nil {
+			probe.Close()
+			return nil, err
+		}
+		a.namer = hostid.New(cfg.Workload, own)
 	}
 	if cfg.MetricsAddr != "" {
 		if err := a.serveMetrics(gatherer); err != nil {
@@ -238,7 +250,11 @@ func (a *Agent) read() {
 	}
 	table := flowtable.New(a.cfg.CloseGrace, func(r *flow.Record) {
 		batch = append(batch, *r)
-		batch[len(batch)-1].LocalWorkload = a.cfg.Workload
+		if a.namer != nil {
+			batch[len(batch)-1].LocalWorkload = a.namer.Workload(r)
+		} else {
+			batch[len(batch)-1].LocalWorkload = a.cfg.Workload
+		}
 		if len(batch) == cap(batch) {
 			send()
 		}

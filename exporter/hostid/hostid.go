@@ -1,0 +1,119 @@
+// Package hostid names the local workload of a record in host scope, where one exporter sees every
+// process of the machine and no pod identity applies. The name comes from, in order:
+//   - the network namespace, when the socket is not in the host's and `ip netns` named it
+//     (a file under /run/netns bind-mounts it): "netns/<name>";
+//   - the systemd unit of the socket's cgroup (cgroup v2: the cgroup id is the inode of its directory):
+//     "nginx" for nginx.service;
+//   - the process name (comm) otherwise: a shell's curl is "curl".
+//
+// Lookups are cached; a miss re-reads the tables at most once a second, so a burst of new sockets does
+// not walk the cgroup tree per record.
+package hostid
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+// Namer names records' local workloads. Safe for concurrent use.
+type Namer struct {
+	base      flow.Workload // node and cluster, from the config
+	hostNetns uint32
+	cgroupFS  string
+	netnsDir  string
+
+	mu       sync.Mutex
+	netns    map[uint32]string
+	cgroups  map[uint64]string
+	loadedAt time.Time
+}
+
+// New returns a Namer whose workloads carry base's node and cluster. hostNetns is the inode of the
+// host's network namespace (the exporter's own, in host scope).
+func New(base flow.Workload, hostNetns uint32) *Namer {
+	return &Namer{base: flow.Workload{Node: base.Node, Cluster: base.Cluster}, hostNetns: hostNetns,
+		cgroupFS: "/sys/fs/cgroup", netnsDir: "/run/netns"}
+}
+
+// Workload names r's local side.
+func (n *Namer) Workload(r *flow.Record) flow.Workload {
+	w := n.base
+	w.Name = n.name(r)
+	return w
+}
+
+func (n *Namer) name(r *flow.Record) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if r.Netns != 0 && r.Netns != n.hostNetns {
+		name, ok := n.netns[r.Netns]
+		if !ok && n.reload() {
+			name, ok = n.netns[r.Netns]
+		}
+		if ok {
+			return "netns/" + name
+		}
+	}
+	if r.CgroupID != 0 {
+		name, ok := n.cgroups[r.CgroupID]
+		if !ok && n.reload() {
+			name = n.cgroups[r.CgroupID]
+		}
+		if name != "" {
+			return name
+		}
+	}
+	if r.Comm != "" {
+		return r.Comm
+	}
+	return "unknown"
+}
+
+// reload re-reads the namespace and cgroup tables unless it did within the last second.
+func (n *Namer) reload() bool {
+	if time.Since(n.loadedAt) < time.Second {
+		return false
+	}
+	n.loadedAt = time.Now()
+	n.netns = make(map[uint32]string)
+	if entries, err := os.ReadDir(n.netnsDir); err == nil {
+		for _, e := range entries {
+			if ino, ok := inode(filepath.Join(n.netnsDir, e.Name())); ok {
+				n.netns[uint32(ino)] = e.Name()
+			}
+		}
+	}
+	n.cgroups = make(map[uint64]string)
+	filepath.WalkDir(n.cgroupFS, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		// The nearest enclosing service names the cgroup: sub-cgroups of a unit belong to it.
+		parts := strings.Split(path, "/")
+		for i := len(parts) - 1; i >= 0; i-- {
+			if unit, ok := strings.CutSuffix(parts[i], ".service"); ok {
+				if ino, ok := inode(path); ok {
+					n.cgroups[ino] = unit
+				}
+				break
+			}
+		}
+		return nil
+	})
+	return true
+}
+
+func inode(path string) (uint64, bool) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0, false
+	}
+	return st.Ino, true
+}

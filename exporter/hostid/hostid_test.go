@@ -1,0 +1,53 @@
+package hostid
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+func TestNames(t *testing.T) {
+	dir := t.TempDir()
+	cg, nsdir := filepath.Join(dir, "cgroup"), filepath.Join(dir, "netns")
+	for _, d := range []string{"system.slice/nginx.service/worker", "user.slice/session-1.scope", ""} {
+		if err := os.MkdirAll(filepath.Join(cg, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(nsdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(nsdir, "blue"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ino := func(p string) uint64 {
+		i, ok := inode(p)
+		if !ok {
+			t.Fatalf("stat %s", p)
+		}
+		return i
+	}
+	n := New(flow.Workload{Name: "ignored", Node: "host-1", Cluster: "lab"}, 4026531840)
+	n.cgroupFS, n.netnsDir = cg, nsdir
+	blue := uint32(ino(filepath.Join(nsdir, "blue")))
+	cases := []struct {
+		name string
+		r    flow.Record
+		want string
+	}{
+		{"service", flow.Record{Netns: 4026531840, CgroupID: ino(filepath.Join(cg, "system.slice/nginx.service")), Comm: "nginx"}, "nginx"},
+		{"sub-cgroup of a service", flow.Record{CgroupID: ino(filepath.Join(cg, "system.slice/nginx.service/worker")), Comm: "x"}, "nginx"},
+		{"session: the process", flow.Record{CgroupID: ino(filepath.Join(cg, "user.slice/session-1.scope")), Comm: "curl"}, "curl"},
+		{"named netns", flow.Record{Netns: blue, CgroupID: ino(filepath.Join(cg, "system.slice/nginx.service")), Comm: "curl"}, "netns/blue"},
+		{"unnamed netns: falls through", flow.Record{Netns: 77, Comm: "curl"}, "curl"},
+		{"nothing known", flow.Record{}, "unknown"},
+	}
+	for _, c := range cases {
+		got := n.Workload(&c.r)
+		if want := (flow.Workload{Name: c.want, Node: "host-1", Cluster: "lab"}); got != want {
+			t.Errorf("%s: got %+v, want %+v", c.name, got, want)
+		}
+	}
+}
