@@ -1,0 +1,218 @@
+// Package natsflows publishes enriched flows to a NATS JetStream stream, one subject per cluster and
+// namespace of the flows' local workload, so consumers subscribe to exactly the slice they need:
+//
+//	flowlens.flows.<cluster>.<namespace>   e.g. flowlens.flows.prod-eu.payments, flowlens.flows.*.payments
+//
+// Each message is a flowlens.flow.v1.FlowBatch (see package fleet). Publish returns only when JetStream
+// has acknowledged every message, so a caller may acknowledge its own sources after that.
+package natsflows
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/flowlens/flowlens/collector/fleet"
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+// Config says where flows go and how long the stream keeps them. Zero values take the defaults.
+type Config struct {
+	// Stream is the JetStream stream, created or updated to this config by New. Default FLOWLENS_FLOWS.
+	Stream string `mapstructure:"stream"`
+	// SubjectPrefix is followed by .<cluster>.<namespace>. Default flowlens.flows.
+	SubjectPrefix string `mapstructure:"subject_prefix"`
+	// MaxAge drops messages older than this. Default 24h. MaxBytes caps the stream's size, dropping the
+	// oldest messages first; default -1, no cap (the server's own storage limit still applies).
+	MaxAge   time.Duration `mapstructure:"max_age"`
+	MaxBytes int64         `mapstructure:"max_bytes"`
+	// Replicas of the stream in a NATS cluster. Default 1.
+	Replicas int `mapstructure:"replicas"`
+	// Duplicates is the window in which JetStream drops a message whose Nats-Msg-Id it has seen: a
+	// retried Publish of the same records within it stores them once. Default 2m.
+	Duplicates time.Duration `mapstructure:"duplicates"`
+	// MaxMessageBytes bounds one message's payload; it is lowered to the server's max_payload less room
+	// for headers. Default 256 KiB (about 2,000 flows).
+	MaxMessageBytes int `mapstructure:"max_message_bytes"`
+	// Timeout bounds one Publish whose context has no deadline. Default 10s.
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+func (c Config) withDefaults() Config {
+	if c.Stream == "" {
+		c.Stream = "FLOWLENS_FLOWS"
+	}
+	if c.SubjectPrefix == "" {
+		c.SubjectPrefix = "flowlens.flows"
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = 24 * time.Hour
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = -1
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Duplicates == 0 {
+		c.Duplicates = 2 * time.Minute
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = 256 << 10
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
+	return c
+}
+
+// StreamConfig is the stream New creates, from c with its defaults.
+func (c Config) StreamConfig() jetstream.StreamConfig {
+	c = c.withDefaults()
+	return jetstream.StreamConfig{
+		Name:        c.Stream,
+		Description: "flowlens enriched flows: flowlens.flow.v1.FlowBatch per message",
+		Subjects:    []string{c.SubjectPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      c.MaxAge,
+		MaxBytes:    c.MaxBytes,
+		Replicas:    c.Replicas,
+		Duplicates:  c.Duplicates,
+	}
+}
+
+// Publisher publishes flows. It is safe for concurrent use.
+type Publisher struct {
+	js  jetstream.JetStream
+	cfg Config
+	log *zap.Logger
+	m   metrics
+}
+
+// New creates or updates the stream and returns a publisher on js (see fleet.Connect). It fails when
+// the server cannot be reached or refuses the stream config.
+func New(ctx context.Context, js jetstream.JetStream, cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Publisher, error) {
+	cfg = cfg.withDefaults()
+	if cfg.MaxMessageBytes < 1024 || cfg.MaxAge < 0 || cfg.Duplicates < 0 || cfg.Timeout < 0 {
+		return nil, fmt.Errorf("natsflows config: max_message_bytes >= 1024 and non-negative durations required")
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, cfg.StreamConfig()); err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", cfg.Stream, err)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Publisher{js: js, cfg: cfg, log: log.With(zap.String("component", "natsflows")), m: m}, nil
+}
+
+// Subject is where r is published: the prefix, then its local workload's cluster and namespace, each
+// made a valid token ("_" when empty).
+func (p *Publisher) Subject(r *flow.Enriched) string {
+	return p.cfg.SubjectPrefix + "." + fleet.Token(r.LocalWorkload.Cluster) + "." + fleet.Token(r.LocalWorkload.Namespace)
+}
+
+// Publish sends recs, grouped into one message per subject and exporter (split to stay under the size
+// bound), publishing them all asynchronously, and returns once JetStream has acknowledged every one. An
+// error means some may not be stored: publish the same records again. Each message carries a
+// Nats-Msg-Id derived from its content, so the messages that were stored the first time are dropped as
+// duplicates (within Config.Duplicates) and the records are stored once.
+func (p *Publisher) Publish(ctx context.Context, recs []flow.Enriched) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.cfg.Timeout)
+		defer cancel()
+	}
+	start := time.Now()
+	type pending struct {
+		f       jetstream.PubAckFuture
+		records int
+	}
+	var (
+		sent  []pending
+		errs  []error
+		total int
+	)
+	fail := func(n int, err error) {
+		p.m.records.WithLabelValues("error").Add(float64(n))
+		p.m.messages.WithLabelValues("error").Inc()
+		errs = append(errs, err)
+	}
+	limit := p.maxMessageBytes()
+	for _, g := range group(recs, p.Subject) {
+		for _, msg := range fleet.Encode(g.exporter, g.subject, g.recs, limit) {
+			total++
+			m := &nats.Msg{Subject: g.subject, Data: msg.Data, Header: nats.Header{fleet.SchemaHeader: []string{fleet.Schema}}}
+			f, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(msg.ID), jetstream.WithExpectStream(p.cfg.Stream))
+			if err != nil {
+				fail(msg.Records, fmt.Errorf("publish to %s: %w", g.subject, err))
+				continue
+			}
+			p.m.bytes.Add(float64(len(msg.Data)))
+			sent = append(sent, pending{f, msg.Records})
+		}
+	}
+	for _, s := range sent {
+		select {
+		case ack := <-s.f.Ok():
+			result := "stored"
+			if ack.Duplicate {
+				result = "duplicate"
+			}
+			p.m.records.WithLabelValues(result).Add(float64(s.records))
+			p.m.messages.WithLabelValues(result).Inc()
+		case err := <-s.f.Err():
+			fail(s.records, fmt.Errorf("publish to %s: %w", s.f.Msg().Subject, err))
+		case <-ctx.Done():
+			fail(s.records, fmt.Errorf("publish to %s: no ack: %w", s.f.Msg().Subject, ctx.Err()))
+		}
+	}
+	p.m.seconds.Observe(time.Since(start).Seconds())
+	if len(errs) > 0 {
+		// The first error says why; the rest are nearly always the same cause.
+		return fmt.Errorf("nats flows: %d of %d messages not acknowledged, first: %w", len(errs), total, errs[0])
+	}
+	return nil
+}
+
+// maxMessageBytes is the configured bound, lowered to what the server takes with room for headers.
+func (p *Publisher) maxMessageBytes() int {
+	limit := p.cfg.MaxMessageBytes
+	if mp := p.js.Conn().MaxPayload(); mp > 0 && int(mp)-4096 < limit {
+		limit = max(int(mp)-4096, 1024)
+	}
+	return limit
+}
+
+type groupOf struct {
+	subject, exporter string
+	recs              []flow.Enriched
+}
+
+// group splits recs by subject and exporter, keeping first-seen order of groups and records.
+func group(recs []flow.Enriched, subject func(*flow.Enriched) string) []groupOf {
+	type key struct{ subject, exporter string }
+	idx := map[key]int{}
+	var out []groupOf
+	for i := range recs {
+		k := key{subject(&recs[i]), recs[i].ExporterID}
+		j, ok := idx[k]
+		if !ok {
+			j = len(out)
+			idx[k] = j
+			out = append(out, groupOf{subject: k.subject, exporter: k.exporter})
+		}
+		out[j].recs = append(out[j].recs, recs[i])
+	}
+	return out
+}
