@@ -1,0 +1,184 @@
+package store
+
+import (
+	"database/sql/driver"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/flowlens/flowlens/internal/flow"
+)
+
+// flowColumns are the columns of one flow.Enriched, in the order flowValues fills them. Both the
+// flows and the pending tables carry them.
+var flowColumns = []struct{ name, typ string }{
+	{"exporter_id", "VARCHAR"},
+	{"local_addr", "VARCHAR"}, // text: what users type and read; compared for equality only
+	{"local_port", "USMALLINT"},
+	{"remote_addr", "VARCHAR"},
+	{"remote_port", "USMALLINT"},
+	{"role", enumType(func(i int) fmt.Stringer { return flow.Role(i) })},
+	{"start_time", "BIGINT"}, // Unix ns; 0 for preexisting connections
+	{"end_time", "BIGINT"},
+	{"bytes_sent", "UBIGINT"},
+	{"bytes_received", "UBIGINT"},
+	{"segs_sent", "UINTEGER"},
+	{"segs_received", "UINTEGER"},
+	{"retransmits", "UINTEGER"},
+	{"srtt_us", "UINTEGER"},
+	{"rtt_var_us", "UINTEGER"},
+	{"min_rtt_us", "UINTEGER"},
+	{"close", enumType(func(i int) fmt.Stringer { return flow.Close(i) })},
+	{"error", "VARCHAR"},
+	{"pid", "UINTEGER"},
+	{"comm", "VARCHAR"},
+	{"netns", "UINTEGER"},
+	{"cgroup_id", "UBIGINT"},
+	{"preexisting", "BOOLEAN"},
+	{"local_name", "VARCHAR"},
+	{"local_namespace", "VARCHAR"},
+	{"local_pod", "VARCHAR"},
+	{"local_pod_uid", "VARCHAR"},
+	{"local_node", "VARCHAR"},
+	{"local_cluster", "VARCHAR"},
+	{"remote_name", "VARCHAR"},
+	{"remote_namespace", "VARCHAR"},
+	{"remote_pod", "VARCHAR"},
+	{"remote_pod_uid", "VARCHAR"},
+	{"remote_node", "VARCHAR"},
+	{"remote_cluster", "VARCHAR"},
+	{"attribution", enumType(func(i int) fmt.Stringer { return flow.Attribution(i) })},
+}
+
+// flowColumnList is the flow columns, comma separated, for SELECTs.
+var flowColumnList = func() string {
+	names := make([]string, len(flowColumns))
+	for i, c := range flowColumns {
+		names[i] = c.name
+	}
+	return strings.Join(names, ", ")
+}()
+
+// enumType spells a DuckDB ENUM of a flow enum's names, read from its String method up to the first
+// value it does not name.
+func enumType(name func(int) fmt.Stringer) string {
+	var vals []string
+	for i := 0; i < 256; i++ {
+		s := name(i).String()
+		if strings.Contains(s, "(") {
+			break
+		}
+		vals = append(vals, "'"+s+"'")
+	}
+	return "ENUM(" + strings.Join(vals, ", ") + ")"
+}
+
+func columnDefs() string {
+	var b strings.Builder
+	for i, c := range flowColumns {
+		if i > 0 {
+			b.WriteString(",\n  ")
+		}
+		b.WriteString(c.name + " " + c.typ + " NOT NULL")
+	}
+	return b.String()
+}
+
+// schema is the DDL, idempotent.
+//
+// flows: one row per connection per exporter (interim records merged into it). id orders rows by
+// insertion, so deleting a superseded row by id touches only the row groups its zone maps admit.
+// local_wid and remote_wid hash (name, namespace, cluster) of each side, so the graph queries group by
+// two integers instead of six strings.
+func schema() []string {
+	return []string{
+		`CREATE TABLE IF NOT EXISTS flows (
+  id BIGINT NOT NULL,
+  local_wid UBIGINT NOT NULL,
+  remote_wid UBIGINT NOT NULL,
+  ` + columnDefs() + `)`,
+		`CREATE TABLE IF NOT EXISTS pending (
+  p_exporter VARCHAR NOT NULL,
+  p_seq UBIGINT NOT NULL,
+  p_n UINTEGER NOT NULL,
+  deadline BIGINT NOT NULL,
+  ` + columnDefs() + `)`,
+		`CREATE TABLE IF NOT EXISTS batches (exporter_id VARCHAR NOT NULL, seq UBIGINT NOT NULL, stored_at BIGINT NOT NULL)`,
+	}
+}
+
+// addrString spells an address for the store; the zero Addr (never sent by a valid exporter) is "".
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+// flowValues appends f's column values in flowColumns order.
+func flowValues(dst []driver.Value, f *flow.Enriched) []driver.Value {
+	l, r := &f.LocalWorkload, &f.RemoteWorkload
+	return append(dst,
+		f.ExporterID, addrString(f.LocalAddr), f.LocalPort, addrString(f.RemoteAddr), f.RemotePort,
+		f.Role.String(), f.StartTime, f.EndTime, f.BytesSent, f.BytesReceived, f.SegsSent, f.SegsReceived,
+		f.Retransmits, f.SrttUs, f.RttVarUs, f.MinRttUs, f.Close.String(), f.Error, f.Pid, f.Comm, f.Netns,
+		f.CgroupID, f.Preexisting,
+		l.Name, l.Namespace, l.Pod, l.PodUID, l.Node, l.Cluster,
+		r.Name, r.Namespace, r.Pod, r.PodUID, r.Node, r.Cluster,
+		f.Attribution.String())
+}
+
+// flowScratch holds the columns that need parsing after a Scan.
+type flowScratch struct {
+	local, remote, role, close, attribution string
+}
+
+// flowScanDest returns Scan destinations for the flow columns; call sc.finish afterwards.
+func flowScanDest(f *flow.Enriched, sc *flowScratch) []any {
+	l, r := &f.LocalWorkload, &f.RemoteWorkload
+	return []any{
+		&f.ExporterID, &sc.local, &f.LocalPort, &sc.remote, &f.RemotePort,
+		&sc.role, &f.StartTime, &f.EndTime, &f.BytesSent, &f.BytesReceived, &f.SegsSent, &f.SegsReceived,
+		&f.Retransmits, &f.SrttUs, &f.RttVarUs, &f.MinRttUs, &sc.close, &f.Error, &f.Pid, &f.Comm, &f.Netns,
+		&f.CgroupID, &f.Preexisting,
+		&l.Name, &l.Namespace, &l.Pod, &l.PodUID, &l.Node, &l.Cluster,
+		&r.Name, &r.Namespace, &r.Pod, &r.PodUID, &r.Node, &r.Cluster,
+		&sc.attribution,
+	}
+}
+
+func (sc *flowScratch) finish(f *flow.Enriched) error {
+	var err error
+	if sc.local != "" {
+		if f.LocalAddr, err = netip.ParseAddr(sc.local); err != nil {
+			return fmt.Errorf("local_addr: %w", err)
+		}
+	}
+	if sc.remote != "" {
+		if f.RemoteAddr, err = netip.ParseAddr(sc.remote); err != nil {
+			return fmt.Errorf("remote_addr: %w", err)
+		}
+	}
+	if err := f.Role.UnmarshalText([]byte(sc.role)); err != nil {
+		return err
+	}
+	if err := f.Close.UnmarshalText([]byte(sc.close)); err != nil {
+		return err
+	}
+	return f.Attribution.UnmarshalText([]byte(sc.attribution))
+}
+
+// workloadID hashes the parts of a workload that make a graph node (FNV-1a, stable across restarts,
+// unlike maphash).
+func workloadID(w *flow.Workload) uint64 {
+	h := uint64(14695981039346656037)
+	for i, s := range [3]string{w.Name, w.Namespace, w.Cluster} {
+		if i > 0 {
+			h = (h ^ 0) * 1099511628211 // separator, so ("a","b") and ("ab","") differ
+		}
+		for j := 0; j < len(s); j++ {
+			h = (h ^ uint64(s[j])) * 1099511628211
+		}
+	}
+	return h
+}
