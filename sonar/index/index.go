@@ -121,13 +121,59 @@ type span struct {
 	ev               Evidence
 }
 
-// entry is one address's ranges: [0] from heartbeats, [1] from pod, service and node events.
-type entry [2]list
+// entry is one address's ranges. Most addresses only ever hold heartbeat ranges, so those live in the
+// entry itself and the other three lists behind a pointer allocated on first need: an entry is 32
+// bytes, stored in the shard's map by value (one cache miss less per lookup than a pointer).
+type entry struct {
+	hb   []span // heartbeat ranges: non-overlapping, sorted by start
+	more *more
+}
 
-// list is one class of evidence: ranges non-overlapping and sorted by start, and the parts of claims
-// that overlapped a different owner, unsorted.
-type list struct {
-	ranges, conflicts []span
+// more holds the rarer lists: the parts of heartbeat claims that overlapped a different owner
+// (unsorted), and the same two lists for pod, service and node events.
+type more struct {
+	hbConflicts, ev, evConflicts []span
+}
+
+// list returns class c's ranges and conflicts (class 0: heartbeats, 1: events).
+func (e *entry) list(c int) (ranges, conflicts []span) {
+	switch {
+	case c == 0 && e.more == nil:
+		return e.hb, nil
+	case c == 0:
+		return e.hb, e.more.hbConflicts
+	case e.more == nil:
+		return nil, nil
+	default:
+		return e.more.ev, e.more.evConflicts
+	}
+}
+
+// set stores class c's lists, allocating more only when it has something to hold.
+func (e *entry) set(c int, ranges, conflicts []span) {
+	if c == 0 {
+		e.hb = ranges
+		if e.more != nil {
+			e.more.hbConflicts = conflicts
+		} else if len(conflicts) > 0 {
+			e.more = &more{hbConflicts: conflicts}
+		}
+	} else if e.more != nil {
+		e.more.ev, e.more.evConflicts = ranges, conflicts
+	} else if len(ranges)+len(conflicts) > 0 {
+		e.more = &more{ev: ranges, evConflicts: conflicts}
+	}
+	if m := e.more; m != nil && len(m.hbConflicts)+len(m.ev)+len(m.evConflicts) == 0 {
+		e.more = nil
+	}
+}
+
+func (e *entry) len() int {
+	n := len(e.hb)
+	if m := e.more; m != nil {
+		n += len(m.hbConflicts) + len(m.ev) + len(m.evConflicts)
+	}
+	return n
 }
 
 func class(ev Evidence) int {
@@ -137,26 +183,79 @@ func class(ev Evidence) int {
 	return 1
 }
 
+// shard holds the entries of the addresses that hash to it, keyed without netip.Addr's 24 bytes and
+// pointer: IPv4 by a uint32 (the common case in clusters), IPv6 by its 16 bytes. Zones are dropped
+// and v4-mapped addresses unmapped before keying, so each address has one entry.
 type shard struct {
 	mu sync.RWMutex
-	m  map[netip.Addr]*entry
+	v4 map[uint32]entry
+	v6 map[[16]byte]entry
 }
+
+// key is an address as the shards key it.
+type key struct {
+	v6  bool
+	v4  uint32
+	a16 [16]byte
+}
+
+func keyOf(ip netip.Addr) key {
+	ip = ip.Unmap()
+	if ip.Is4() {
+		b := ip.As4()
+		return key{v4: uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])}
+	}
+	return key{v6: true, a16: ip.As16()}
+}
+
+func (k key) addr() netip.Addr {
+	if k.v6 {
+		return netip.AddrFrom16(k.a16)
+	}
+	return netip.AddrFrom4([4]byte{byte(k.v4 >> 24), byte(k.v4 >> 16), byte(k.v4 >> 8), byte(k.v4)})
+}
+
+func (s *shard) get(k key) (entry, bool) {
+	if k.v6 {
+		e, ok := s.v6[k.a16]
+		return e, ok
+	}
+	e, ok := s.v4[k.v4]
+	return e, ok
+}
+
+func (s *shard) put(k key, e entry) {
+	if k.v6 {
+		s.v6[k.a16] = e
+	} else {
+		s.v4[k.v4] = e
+	}
+}
+
+func (s *shard) len() int { return len(s.v4) + len(s.v6) }
 
 // New returns an empty index.
 func New(cfg Config) *Index {
 	x := &Index{cfg: cfg.withDefaults()}
 	x.gap = int64(x.cfg.MergeGap)
 	x.owners.ids = make(map[flow.Workload]uint32)
+	x.owners.all.Store(&[]flow.Workload{})
 	for i := range x.shards {
-		x.shards[i].m = make(map[netip.Addr]*entry)
+		x.shards[i].v4 = make(map[uint32]entry)
+		x.shards[i].v6 = make(map[[16]byte]entry)
 	}
 	return x
 }
 
-func (x *Index) shard(ip netip.Addr) *shard {
-	b := ip.As16()
+func (x *Index) shard(k key) *shard {
 	// The low bytes vary most between neighbours in a pod CIDR.
-	return &x.shards[(uint(b[15])^uint(b[14])<<3^uint(b[13])<<5)%shards]
+	var lo uint
+	if k.v6 {
+		lo = uint(k.a16[15]) | uint(k.a16[14])<<8 | uint(k.a16[13])<<16
+	} else {
+		lo = uint(k.v4)
+	}
+	return &x.shards[(lo&0xff^(lo>>8&0xff)<<3^(lo>>16&0xff)<<5)%shards]
 }
 
 // Add records a claim and reports whether any part of it conflicted with a different owner. Claims of
@@ -173,35 +272,45 @@ func (x *Index) Add(c Claim) (conflict bool) {
 	}
 	x.claims.Add(1)
 	owner := x.owners.id(c.Owner)
-	s := x.shard(c.IP.Unmap())
+	k := keyOf(c.IP)
+	s := x.shard(k)
+	cl := class(c.Evidence)
+	sp := span{start: c.Start, end: c.End, seen: c.Seen, owner: owner, ev: c.Evidence}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.m[c.IP.Unmap()]
-	if e == nil {
-		e = &entry{}
-		s.m[c.IP.Unmap()] = e
+	e, _ := s.get(k)
+	ranges, conflicts := e.list(cl)
+	if x.extend(ranges, sp) {
+		return false // in place: the entry is unchanged
 	}
-	l := &e[class(c.Evidence)]
-	before := len(l.ranges) + len(l.conflicts)
-	conflict = x.insert(&l.ranges, &l.conflicts, span{start: c.Start, end: c.End, seen: c.Seen, owner: owner, ev: c.Evidence})
-	x.ranges.Add(int64(len(l.ranges) + len(l.conflicts) - before))
+	before := len(ranges) + len(conflicts)
+	ranges, conflicts, conflict = x.insert(ranges, conflicts, sp)
+	e.set(cl, ranges, conflicts)
+	s.put(k, e)
+	x.ranges.Add(int64(len(ranges) + len(conflicts) - before))
 	return conflict
+}
+
+// extend is the fast path, the common case: the owner extends or repeats its latest range. No other
+// owner's range can lie past the latest one, so nothing else needs checking.
+func (x *Index) extend(l []span, s span) bool {
+	n := len(l)
+	if n == 0 {
+		return false
+	}
+	last := &l[n-1]
+	if last.owner != s.owner || s.start < last.start || s.start > last.end+x.gap {
+		return false
+	}
+	last.end = max(last.end, s.end)
+	last.seen = max(last.seen, s.seen)
+	last.ev = min(last.ev, s.ev)
+	return true
 }
 
 // insert adds s to the sorted list: the parts of s that overlap another owner's ranges go to conflicts,
 // the rest merges with the same owner's ranges within the merge gap (never across another owner's range).
-func (x *Index) insert(list, conflicts *[]span, s span) (conflict bool) {
-	l := *list
-	// Fast path, the common case: the same owner extends or repeats its latest range.
-	if n := len(l); n > 0 {
-		last := &l[n-1]
-		if last.owner == s.owner && s.start >= last.start && s.start <= last.end+x.gap {
-			last.end = max(last.end, s.end)
-			last.seen = max(last.seen, s.seen)
-			last.ev = min(last.ev, s.ev)
-			return false
-		}
-	}
+func (x *Index) insert(l, conflicts []span, s span) (_, _ []span, conflict bool) {
 	// Cut s into the pieces no other owner covers; the covered parts are conflicts.
 	pieces := []span{s}
 	for _, r := range l {
@@ -217,7 +326,7 @@ func (x *Index) insert(list, conflicts *[]span, s span) (conflict bool) {
 			}
 			c := p
 			c.start, c.end = lo, hi
-			*conflicts = append(*conflicts, c)
+			conflicts = append(conflicts, c)
 			x.conflicts.Add(1)
 			conflict = true
 			if p.start < lo {
@@ -236,14 +345,13 @@ func (x *Index) insert(list, conflicts *[]span, s span) (conflict bool) {
 	for _, p := range pieces {
 		l = x.merge(l, p)
 	}
-	*list = l
-	return conflict
+	return l, conflicts, conflict
 }
 
 // merge inserts p, which overlaps no other owner's range, into l and folds in the same owner's ranges
 // that it touches within the gap, stopping at any range of another owner.
 func (x *Index) merge(l []span, p span) []span {
-	i, _ := slices.BinarySearchFunc(l, p.start, func(r span, t int64) int { return cmp.Compare(r.start, t) })
+	i := search(l, p.start)
 	lo, hi := i, i // l[lo:hi] will be replaced by the merged span
 	for lo > 0 && l[lo-1].owner == p.owner && l[lo-1].end+x.gap >= p.start {
 		lo--
@@ -255,34 +363,61 @@ func (x *Index) merge(l []span, p span) []span {
 		p.start, p.end = min(p.start, r.start), max(p.end, r.end)
 		p.seen, p.ev = max(p.seen, r.seen), min(p.ev, r.ev)
 	}
-	return slices.Replace(l, lo, hi, p)
+	if lo < hi {
+		l[lo] = p
+		return slices.Delete(l, lo+1, hi)
+	}
+	// A new range. Grow by an eighth rather than append's doubling: lists are short and long-lived,
+	// and the slack would be most of the memory.
+	if len(l) == cap(l) {
+		grown := make([]span, len(l), len(l)+1+len(l)/8)
+		copy(grown, l)
+		l = grown
+	}
+	return slices.Insert(l, lo, p)
+}
+
+// search returns the index of the first range starting after t.
+func search(l []span, t int64) int {
+	lo, hi := 0, len(l)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if l[m].start <= t {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
 }
 
 // Lookup answers who owned ip at t.
 func (x *Index) Lookup(ip netip.Addr, t int64) Answer {
-	ip = ip.Unmap()
-	s := x.shard(ip)
+	k := keyOf(ip)
+	s := x.shard(k)
 	s.mu.RLock()
-	if e := s.m[ip]; e != nil {
-		for i := range e {
-			r, _ := find(e[i].ranges, t) // r.ev is EvidenceNone if nothing covers t
-			if a := x.answer(r, e[i].conflicts, t); a.Status != Unknown {
+	e, ok := s.get(k)
+	if ok {
+		for c := range 2 {
+			ranges, conflicts := e.list(c)
+			if a := x.answer(find(ranges, t), conflicts, t); a.Status != Unknown {
 				s.mu.RUnlock()
 				return a
 			}
 		}
 	}
 	s.mu.RUnlock()
-	return x.lookupCIDR(ip)
+	return x.lookupCIDR(ip.Unmap().WithZone(""))
 }
 
-// answer is Owned by r unless a conflicting claim of a different owner covers t.
-func (x *Index) answer(r span, conflicts []span, t int64) Answer {
+// answer is Owned by r unless a conflicting claim of a different owner covers t. r is nil when no
+// range covers t.
+func (x *Index) answer(r *span, conflicts []span, t int64) Answer {
 	var a Answer
 	for _, c := range conflicts {
-		if c.start <= t && t < c.end && c.owner != r.owner {
-			if a.Status != Conflict && r.ev != EvidenceNone {
-				a.Conflicting = append(a.Conflicting, x.public(r))
+		if c.start <= t && t < c.end && (r == nil || c.owner != r.owner) {
+			if a.Status != Conflict && r != nil {
+				a.Conflicting = append(a.Conflicting, x.public(*r))
 			}
 			a.Status = Conflict
 			a.Conflicting = append(a.Conflicting, x.public(c))
@@ -294,21 +429,18 @@ func (x *Index) answer(r span, conflicts []span, t int64) Answer {
 		}
 		return a
 	}
-	if r.ev == EvidenceNone {
+	if r == nil {
 		return Answer{}
 	}
-	return Answer{Status: Owned, Range: x.public(r)}
+	return Answer{Status: Owned, Range: x.public(*r)}
 }
 
-func find(l []span, t int64) (span, bool) {
-	i, found := slices.BinarySearchFunc(l, t, func(r span, t int64) int { return cmp.Compare(r.start, t) })
-	if found {
-		return l[i], true
+// find returns the range covering t, or nil.
+func find(l []span, t int64) *span {
+	if i := search(l, t); i > 0 && t < l[i-1].end {
+		return &l[i-1]
 	}
-	if i > 0 && t < l[i-1].end {
-		return l[i-1], true
-	}
-	return span{}, false
+	return nil
 }
 
 func (x *Index) public(s span) Range {
@@ -318,19 +450,20 @@ func (x *Index) public(s span) Range {
 // Ranges lists what the index holds for ip: heartbeat and event ranges sorted by start, and separately
 // the parts of claims that conflicted.
 func (x *Index) Ranges(ip netip.Addr) (ranges, conflicts []Range) {
-	ip = ip.Unmap()
-	s := x.shard(ip)
+	k := keyOf(ip)
+	s := x.shard(k)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e := s.m[ip]
-	if e == nil {
+	e, ok := s.get(k)
+	if !ok {
 		return nil, nil
 	}
-	for i := range e {
-		for _, r := range e[i].ranges {
+	for c := range 2 {
+		rs, cs := e.list(c)
+		for _, r := range rs {
 			ranges = append(ranges, x.public(r))
 		}
-		for _, r := range e[i].conflicts {
+		for _, r := range cs {
 			conflicts = append(conflicts, x.public(r))
 		}
 	}
@@ -346,65 +479,149 @@ func sortRanges(rs []Range) {
 }
 
 // Each calls f for every range held, conflicts flagged, until f returns false. It holds one shard's
-// read lock at a time: claims added meanwhile may or may not be seen.
+// read lock at a time: claims added meanwhile may or may not be seen. f must not call into the index.
 func (x *Index) Each(f func(ip netip.Addr, r Range, conflict bool) bool) {
 	for i := range x.shards {
 		s := &x.shards[i]
 		s.mu.RLock()
-		for ip, e := range s.m {
-			for i := range e {
-				for j, l := range [2][]span{e[i].ranges, e[i].conflicts} {
+		ok := s.each(func(k key, e *entry) bool {
+			ip := k.addr()
+			for c := range 2 {
+				rs, cs := e.list(c)
+				for j, l := range [2][]span{rs, cs} {
 					for _, r := range l {
 						if !f(ip, x.public(r), j == 1) {
-							s.mu.RUnlock()
-							return
+							return false
 						}
 					}
 				}
 			}
-		}
+			return true
+		})
 		s.mu.RUnlock()
+		if !ok {
+			return
+		}
 	}
+}
+
+// each calls f for every entry until f returns false, and reports whether it got to the end.
+func (s *shard) each(f func(k key, e *entry) bool) bool {
+	for k, e := range s.v4 {
+		if !f(key{v4: k}, &e) {
+			return false
+		}
+	}
+	for k, e := range s.v6 {
+		if !f(key{v6: true, a16: k}, &e) {
+			return false
+		}
+	}
+	return true
 }
 
 // Expire drops ranges that ended before now-MaxAge and, while more than MaxRanges are held, the ranges
 // that ended earliest. It returns how many it dropped. Call it periodically.
 func (x *Index) Expire(now int64) int {
-	horizon := now - int64(x.cfg.MaxAge)
-	dropped := x.dropBefore(horizon)
-	// Over the memory bound: move the horizon forward in steps of a tenth of the age until under it.
-	for step := int64(x.cfg.MaxAge) / 10; x.ranges.Load() > int64(x.cfg.MaxRanges) && horizon < now; {
-		horizon += step
-		dropped += x.dropBefore(horizon)
+	dropped := x.dropBefore(now - int64(x.cfg.MaxAge))
+	if excess := x.ranges.Load() - int64(x.cfg.MaxRanges); excess > 0 {
+		dropped += x.dropBefore(x.horizonFor(excess))
 	}
 	return dropped
 }
 
+// horizonFor returns the end time before which about excess ranges ended (never fewer), from a
+// histogram of end times: two read passes instead of sorting millions of ranges. It overshoots by at
+// most one bucket, 1/4096 of the time the ranges span.
+func (x *Index) horizonFor(excess int64) int64 {
+	const buckets = 4096
+	lo, hi := int64(maxTime), int64(minTime)
+	x.eachSpan(func(r *span) { lo, hi = min(lo, r.end), max(hi, r.end) })
+	if lo > hi {
+		return minTime
+	}
+	width := (hi-lo)/buckets + 1
+	var hist [buckets]int64
+	x.eachSpan(func(r *span) { hist[(r.end-lo)/width]++ })
+	var sum int64
+	for b, n := range hist {
+		if sum += n; sum >= excess {
+			return lo + int64(b+1)*width
+		}
+	}
+	return hi + 1
+}
+
+// eachSpan calls f for every stored span, under each shard's read lock in turn.
+func (x *Index) eachSpan(f func(r *span)) {
+	for i := range x.shards {
+		s := &x.shards[i]
+		s.mu.RLock()
+		s.each(func(_ key, e *entry) bool {
+			for c := range 2 {
+				rs, cs := e.list(c)
+				for j := range rs {
+					f(&rs[j])
+				}
+				for j := range cs {
+					f(&cs[j])
+				}
+			}
+			return true
+		})
+		s.mu.RUnlock()
+	}
+}
+
+// dropBefore drops the ranges that ended before horizon and the addresses left with none.
 func (x *Index) dropBefore(horizon int64) int {
 	dropped := 0
 	keep := func(l []span) []span {
 		n := len(l)
 		l = slices.DeleteFunc(l, func(r span) bool { return r.end < horizon })
 		dropped += n - len(l)
+		if len(l) == 0 {
+			return nil
+		}
+		if len(l) < cap(l)/2 {
+			l = slices.Clip(slices.Clone(l)) // give the memory back
+		}
 		return l
 	}
 	for i := range x.shards {
 		s := &x.shards[i]
 		s.mu.Lock()
-		for ip, e := range s.m {
-			n := 0
-			for i := range e {
-				e[i].ranges, e[i].conflicts = keep(e[i].ranges), keep(e[i].conflicts)
-				n += len(e[i].ranges) + len(e[i].conflicts)
+		for k, e := range s.v4 {
+			if e, changed := expireEntry(e, keep); changed {
+				if e.len() == 0 {
+					delete(s.v4, k)
+				} else {
+					s.v4[k] = e
+				}
 			}
-			if n == 0 {
-				delete(s.m, ip)
+		}
+		for k, e := range s.v6 {
+			if e, changed := expireEntry(e, keep); changed {
+				if e.len() == 0 {
+					delete(s.v6, k)
+				} else {
+					s.v6[k] = e
+				}
 			}
 		}
 		s.mu.Unlock()
 	}
 	x.ranges.Add(-int64(dropped))
 	return dropped
+}
+
+func expireEntry(e entry, keep func([]span) []span) (entry, bool) {
+	n := e.len()
+	for c := range 2 {
+		rs, cs := e.list(c)
+		e.set(c, keep(rs), keep(cs))
+	}
+	return e, e.len() != n
 }
 
 // Stats are the index's counters.
@@ -418,17 +635,18 @@ func (x *Index) Stats() Stats {
 	st := Stats{Ranges: int(x.ranges.Load()), Claims: x.claims.Load(), Conflicts: x.conflicts.Load(), Owners: x.owners.len()}
 	for i := range x.shards {
 		x.shards[i].mu.RLock()
-		st.IPs += len(x.shards[i].m)
+		st.IPs += x.shards[i].len()
 		x.shards[i].mu.RUnlock()
 	}
 	return st
 }
 
-// owners interns workloads so a range holds a 4-byte id instead of six strings.
+// owners interns workloads so a range holds a 4-byte id instead of six strings. Reads are lock-free:
+// all only ever grows, and a reader's snapshot holds every id handed out before it.
 type owners struct {
 	mu  sync.RWMutex
 	ids map[flow.Workload]uint32
-	all []flow.Workload
+	all atomic.Pointer[[]flow.Workload]
 }
 
 func (o *owners) id(w flow.Workload) uint32 {
@@ -443,20 +661,14 @@ func (o *owners) id(w flow.Workload) uint32 {
 	if id, ok := o.ids[w]; ok {
 		return id
 	}
-	id = uint32(len(o.all))
-	o.all = append(o.all, w)
+	all := *o.all.Load()
+	id = uint32(len(all))
+	all = append(all, w) // appends past every published length: readers' snapshots stay valid
+	o.all.Store(&all)
 	o.ids[w] = id
 	return id
 }
 
-func (o *owners) get(id uint32) flow.Workload {
-	o.mu.RLock()
-	defer o.mu.RUnlock()
-	return o.all[id]
-}
+func (o *owners) get(id uint32) flow.Workload { return (*o.all.Load())[id] }
 
-func (o *owners) len() int {
-	o.mu.RLock()
-	defer o.mu.RUnlock()
-	return len(o.all)
-}
+func (o *owners) len() int { return len(*o.all.Load()) }
