@@ -54,11 +54,18 @@ func Heartbeat(r *flow.Record) (index.Claim, bool) {
 	return index.Claim{IP: ip, Start: start, End: r.EndTime, Owner: r.LocalWorkload, Evidence: index.EvidenceHeartbeat}, true
 }
 
-// RemoteKey is the index key and time to look the remote side of r up at.
+// RemoteKey is the index key and time to look the remote side of r up at: the middle of the
+// connection. An established TCP connection keeps both addresses for its whole life, so any instant of
+// it names the same owner; the middle is covered by the remote side's own record of the same
+// connection, whose start is half a round trip after this side's connect(). A connection that never
+// got established is looked up at its start.
 func RemoteKey(r *flow.Record) (netip.Addr, int64) {
 	at := r.StartTime
-	if r.Preexisting || at == 0 {
+	switch {
+	case r.Preexisting || at == 0:
 		at = r.EndTime
+	case r.Close != flow.CloseConnectFailed && r.EndTime > at:
+		at += (r.EndTime - at) / 2
 	}
 	if r.RemoteAddr.Unmap().IsLoopback() {
 		return socketKey(r.LocalWorkload.Node, r.RemoteAddr, r.RemotePort), at

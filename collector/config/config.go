@@ -30,14 +30,59 @@ type Config struct {
 	Insecure bool `mapstructure:"insecure"`
 	// Prefer is sent to every exporter in acks as the transport to use (grpc, https, udp); empty: no hint.
 	Prefer string `mapstructure:"prefer"`
-	// Output is where received records go until the store exists: stdout (JSON lines) or discard.
-	Output string `mapstructure:"output"`
+	// DataDir holds the DuckDB store (flows.duckdb) and the embedded sonar's index. Default ./data.
+	DataDir string `mapstructure:"data_dir"`
+	// APIAddr serves the query API, sonar's lookups, /healthz and /readyz; empty: off. Default 127.0.0.1:9480.
+	APIAddr string `mapstructure:"api_addr"`
+	// Retention drops stored flows that ended longer ago. Default 168h (7 days).
+	Retention time.Duration `mapstructure:"retention"`
+	// Cluster names this collector's cluster; Replica names this replica in the ownership stream
+	// (default: the host name).
+	Cluster string `mapstructure:"cluster"`
+	Replica string `mapstructure:"replica"`
+	// Attribution and the ownership index.
+	Attribution Attribution `mapstructure:"attribution"`
+	// Pipeline bounds.
+	QueueRecords  int `mapstructure:"queue_records"`
+	ParkedRecords int `mapstructure:"parked_records"`
+	// NATS, when URL is set, publishes enriched flows and shares ownership through JetStream.
+	NATS NATS `mapstructure:"nats"`
+	// Kafka, when Brokers is set, publishes enriched flows to Topic through franz-go.
+	Kafka Kafka `mapstructure:"kafka"`
 	// MetricsAddr serves /metrics; empty turns it off. Default 127.0.0.1:9478.
 	MetricsAddr string `mapstructure:"metrics_addr"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `mapstructure:"log_level"`
 	// ShutdownTimeout bounds the graceful stop of the listeners. Default 10s.
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+}
+
+// Attribution configures how remote workloads are decided.
+type Attribution struct {
+	// Deadline is how long a flow whose remote address has no owner waits for one before it is stored
+	// UNATTRIBUTED: two of the exporters' flush intervals. Default 2m (exporters flush every 60s).
+	Deadline time.Duration `mapstructure:"deadline"`
+	// SonarAddr is a sonar service's gRPC address; empty runs sonar in the collector (the default).
+	SonarAddr string `mapstructure:"sonar_addr"`
+	// CIDRFile is a static table of CIDRs and their owners (embedded sonar), reloaded when it changes.
+	CIDRFile string `mapstructure:"cidr_file"`
+	// MergeGap, MaxAge and MaxRanges configure the embedded index (see sonar).
+	MergeGap  time.Duration `mapstructure:"merge_gap"`
+	MaxAge    time.Duration `mapstructure:"max_age"`
+	MaxRanges int           `mapstructure:"max_ranges"`
+}
+
+// NATS configures fleet mode through JetStream.
+type NATS struct {
+	URL             string `mapstructure:"url"`
+	FlowsStream     string `mapstructure:"flows_stream"`
+	OwnershipStream string `mapstructure:"ownership_stream"`
+}
+
+// Kafka configures the optional Kafka output.
+type Kafka struct {
+	Brokers string `mapstructure:"brokers"` // comma-separated host:port
+	Topic   string `mapstructure:"topic"`
 }
 
 var options = []settings.Option{
@@ -51,7 +96,24 @@ var options = []settings.Option{
 	settings.O("client_ca_file", "client-ca-file", "", "CA for client certificates: makes mTLS required"),
 	settings.O("insecure", "insecure", false, "gRPC without TLS (loopback only)"),
 	settings.O("prefer", "prefer", "", "transport exporters should use: grpc, https or udp"),
-	settings.O("output", "output", "stdout", "stdout (JSON lines) or discard"),
+	settings.O("data_dir", "data-dir", "data", "directory for the flow store and the embedded sonar's index"),
+	settings.O("api_addr", "api-addr", "127.0.0.1:9480", "query API, lookups, /healthz and /readyz (empty: off)"),
+	settings.O("retention", "retention", 168*time.Hour, "drop stored flows that ended longer ago"),
+	settings.O("cluster", "cluster", "", "this collector's cluster"),
+	settings.O("replica", "replica", "", "this replica's name in the ownership stream (default: host name)"),
+	settings.O("attribution.deadline", "attribution-deadline", 2*time.Minute, "how long a flow waits for its remote owner"),
+	settings.O("attribution.sonar_addr", "sonar-addr", "", "remote sonar gRPC address (empty: sonar in process)"),
+	settings.O("attribution.cidr_file", "cidr-file", "", "static CIDR ownership table (embedded sonar)"),
+	settings.O("attribution.merge_gap", "merge-gap", 30*time.Second, "same-owner claims this close merge into one range"),
+	settings.O("attribution.max_age", "index-max-age", 24*time.Hour, "drop ownership ranges that ended longer ago"),
+	settings.O("attribution.max_ranges", "index-max-ranges", 4<<20, "most ownership ranges held"),
+	settings.O("queue_records", "queue-records", 128<<10, "records accepted and not yet stored before ingest answers RETRY/429"),
+	settings.O("parked_records", "parked-records", 1<<20, "records waiting for their remote owner"),
+	settings.O("nats.url", "nats-url", "", "NATS server for fleet mode (empty: off)"),
+	settings.O("nats.flows_stream", "nats-flows-stream", "FLOWLENS_FLOWS", "JetStream stream of enriched flows"),
+	settings.O("nats.ownership_stream", "nats-ownership-stream", "FLOWLENS_OWNERSHIP", "JetStream stream of ownership claims"),
+	settings.O("kafka.brokers", "kafka-brokers", "", "Kafka brokers, comma-separated (empty: off)"),
+	settings.O("kafka.topic", "kafka-topic", "flowlens-flows", "Kafka topic for enriched flows"),
 	settings.O("metrics_addr", "metrics-addr", "127.0.0.1:9478", "address for /metrics (empty: off)"),
 	settings.O("log_level", "log-level", "info", "debug, info, warn or error"),
 	settings.O("shutdown_timeout", "shutdown-timeout", 10*time.Second, "graceful stop of the listeners"),
@@ -84,10 +146,11 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("prefer %q: want grpc, https or udp", c.Prefer))
 	}
-	switch c.Output {
-	case "stdout", "discard":
-	default:
-		errs = append(errs, fmt.Errorf("output %q: want stdout or discard", c.Output))
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir is required"))
+	}
+	if c.Attribution.Deadline <= 0 || c.Retention <= 0 || c.QueueRecords < 1 || c.ParkedRecords < 0 {
+		errs = append(errs, errors.New("attribution.deadline, retention and queue_records must be positive"))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -16,7 +16,8 @@ func TestValidate(t *testing.T) {
 		{[]string{"--insecure", "--udp-addr", ":1"}, "udp_key_file"},
 		{[]string{"--insecure", "--https-addr", ":1"}, "cert_file"},
 		{[]string{"--insecure", "--prefer", "fax"}, `prefer "fax"`},
-		{[]string{"--insecure", "--output", "kafka"}, `output "kafka"`},
+		{[]string{"--insecure", "--data-dir", ""}, "data_dir"},
+		{[]string{"--insecure", "--attribution-deadline", "-1s"}, "attribution.deadline"},
 	}
 	for _, tt := range tests {
 		_, err := Load(tt.args)

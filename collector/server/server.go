@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -22,7 +21,6 @@ import (
 	"github.com/flowlens/flowlens/collector/config"
 	"github.com/flowlens/flowlens/collector/ingest"
 	"github.com/flowlens/flowlens/internal/grpczstd"
-	"github.com/flowlens/flowlens/internal/output"
 	"github.com/flowlens/flowlens/internal/udpwire"
 )
 
@@ -35,9 +33,13 @@ type Server struct {
 	metrics *http.Server
 }
 
-// Start opens the listeners the config names and serves until Stop.
-func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, sink ingest.Sink) (*Server, error) {
-	h := &ingest.Handler{Sink: sink, Dedup: ingest.NewDedup(100_000), Metrics: ingest.NewMetrics(reg), Log: log, Prefer: cfg.Prefer}
+// Start opens the listeners the config names and serves until Stop. dedup remembers the batches already
+// stored (seeded from the store after a restart); nil starts empty.
+func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, sink ingest.Sink, dedup *ingest.Dedup) (*Server, error) {
+	if dedup == nil {
+		dedup = NewDedup()
+	}
+	h := &ingest.Handler{Sink: sink, Dedup: dedup, Metrics: ingest.NewMetrics(reg), Log: log, Prefer: cfg.Prefer}
 	s := &Server{log: log}
 	var tlsConf *tls.Config
 	if cfg.CertFile != "" {
@@ -104,6 +106,9 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 	return s, nil
 }
 
+// NewDedup remembers the batches of up to 100,000 exporters.
+func NewDedup() *ingest.Dedup { return ingest.NewDedup(100_000) }
+
 // UDP is the UDP ingest, or nil.
 func (s *Server) UDP() *ingest.UDPServer { return s.udp }
 
@@ -148,27 +153,6 @@ func serverTLS(cfg config.Config) (*tls.Config, error) {
 		tc.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return tc, nil
-}
-
-// JSONSink writes every record as a JSON line: the collector's output until the store exists.
-type JSONSink struct {
-	mu  sync.Mutex
-	out output.Sink
-}
-
-// NewJSONSink writes to w.
-func NewJSONSink(w *os.File) *JSONSink { return &JSONSink{out: output.NewJSON(w)} }
-
-// Put writes b's records and flushes them: once written, a batch counts as durable here.
-func (j *JSONSink) Put(_ context.Context, b *ingest.Batch) error {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	for i := range b.Records {
-		if err := j.out.Write(&b.Records[i]); err != nil {
-			return fmt.Errorf("write record: %w", err)
-		}
-	}
-	return j.out.Flush()
 }
 
 // Discard takes every batch and keeps nothing.

@@ -26,7 +26,7 @@ func TestShipOverUDP(t *testing.T) {
 	}
 	got := &received{}
 	creg := prometheus.NewRegistry()
-	srv, err := server.Start(ccfg, zaptest.NewLogger(t), creg, creg, got)
+	srv, err := server.Start(ccfg, zaptest.NewLogger(t), creg, creg, got, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

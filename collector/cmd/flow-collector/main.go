@@ -14,9 +14,8 @@ import (
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
+	"github.com/flowlens/flowlens/collector/app"
 	"github.com/flowlens/flowlens/collector/config"
-	"github.com/flowlens/flowlens/collector/ingest"
-	"github.com/flowlens/flowlens/collector/server"
 	"github.com/flowlens/flowlens/internal/logging"
 )
 
@@ -48,18 +47,14 @@ func run() error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var sink ingest.Sink = server.Discard{}
-	if cfg.Output == "stdout" {
-		sink = server.NewJSONSink(os.Stdout)
-	}
-	s, err := server.Start(cfg, log, reg, reg, sink)
+	a, err := app.Start(cfg, log, reg, reg)
 	if err != nil {
 		return err
 	}
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	s.Stop(sctx)
+	a.Stop(sctx)
 	log.Info("flow-collector stopped")
 	return nil
 }
