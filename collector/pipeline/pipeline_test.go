@@ -203,7 +203,7 @@ func TestDeadlineAndEventsNeverOutrankHeartbeats(t *testing.T) {
 	if got := e.rec.stored(); len(got) != 0 {
 		t.Fatalf("decided before the deadline on a pod event: %+v", got)
 	}
-	must(t, e.p.Put(ctx, &ingest.Batch{ExporterID: "b", Seq: 7, Records: []flow.Record{conn(beta, ipB, netip.MustParseAddr("10.9.9.9"), 80, 1, flow.RoleServer, t0-5e8)}}))
+	must(t, e.p.Put(ctx, &ingest.Batch{ExporterID: "b", Seq: 7, Records: []flow.Record{conn(beta, ipB, netip.MustParseAddr("10.9.9.9"), 80, 1, flow.RoleServer, t0)}}))
 	waitFor(t, "the flow to beta", func() bool { return len(e.rec.stored()) == 1 })
 	if f := e.rec.stored()[0]; f.RemoteWorkload != beta || f.Attribution != flow.AttributionHeartbeat || f.RemoteAddr != ipB {
 		t.Fatalf("got %+v by %v to %v, want beta by HEARTBEAT", f.RemoteWorkload, f.Attribution, f.RemoteAddr)
