@@ -72,7 +72,7 @@ func (s *Store) Flows(ctx context.Context, q FlowQuery) (FlowPage, error) {
 	}
 	limit := max(q.Limit, 1)
 	args = append(args, limit+1)
-	rows, err := s.db.QueryContext(ctx, `SELECT id, `+flowColumnList+` FROM flows WHERE `+strings.Join(where, " AND ")+
+	rows, err := s.db.QueryContext(ctx, `SELECT id, `+flowColumnList+` FROM flow_records WHERE `+strings.Join(where, " AND ")+
 		` ORDER BY end_time DESC, id DESC LIMIT ?`, args...)
 	if err != nil {
 		s.m.errors.WithLabelValues("query").Inc()
@@ -165,67 +165,73 @@ type EdgeQuery struct {
 //     reported this connection too. Matching the two records exactly would need a join of the
 //     window's server records with its client records, several times the cost of the whole query.
 const orientedFlows = `SELECT
-  cs,
-  CASE WHEN cs THEN local_wid ELSE remote_wid END AS c_wid,
-  CASE WHEN cs THEN remote_wid ELSE local_wid END AS s_wid,
+  CASE WHEN cs THEN local_nid ELSE remote_nid END AS c_node,
+  CASE WHEN cs THEN remote_nid ELSE local_nid END AS s_node,
   CASE WHEN cs THEN bytes_sent ELSE bytes_received END AS up,
   CASE WHEN cs THEN bytes_received ELSE bytes_sent END AS down,
-  close, retransmits, srtt_us,
-  local_name, local_namespace, local_cluster, remote_name, remote_namespace, remote_cluster
+  close, retransmits, srtt_us
 FROM (SELECT *, (role = 'CLIENT' OR (role = 'UNKNOWN' AND local_port > remote_port)) AS cs FROM flows
       WHERE end_time >= ? AND start_time <= ? %s)
 WHERE cs OR attribution <> 'HEARTBEAT'`
 
-const edgeAggregates = `count(*),
-  coalesce(sum(up), 0)::UBIGINT, coalesce(sum(down), 0)::UBIGINT,
-  count(*) FILTER (WHERE close = 'CONNECT_FAILED'),
-  count(*) FILTER (WHERE close IN ('RESET_SENT', 'RESET_RECEIVED')),
-  count(*) FILTER (WHERE close = 'TIMEOUT'),
-  coalesce(sum(retransmits), 0)::UBIGINT,
-  quantile_cont(srtt_us, [0.5, 0.9, 0.99]) FILTER (WHERE srtt_us > 0)`
+const edgeAggregates = `count(*) AS flows,
+  coalesce(sum(up), 0)::UBIGINT AS up, coalesce(sum(down), 0)::UBIGINT AS down,
+  count(*) FILTER (WHERE close = 'CONNECT_FAILED') AS cf,
+  count(*) FILTER (WHERE close IN ('RESET_SENT', 'RESET_RECEIVED')) AS resets,
+  count(*) FILTER (WHERE close = 'TIMEOUT') AS timeouts,
+  coalesce(sum(retransmits), 0)::UBIGINT AS retrans,
+  quantile_cont(srtt_us, [0.5, 0.9, 0.99]) FILTER (WHERE srtt_us > 0) AS rtt`
+
+// nodes names the graph nodes of the workloads table.
+const nodes = `nodes AS (SELECT node_id, any_value(name) AS name, any_value(namespace) AS namespace, any_value(cluster) AS cluster
+  FROM workloads GROUP BY node_id)`
 
 // Edges aggregates the flows q selects into edges.
 func (s *Store) Edges(ctx context.Context, q EdgeQuery) ([]Edge, error) {
 	filter := ""
 	args := []any{q.From, q.To}
 	if q.Namespace != "" {
-		filter = "AND (local_namespace = ? OR remote_namespace = ?)"
+		filter = `AND (local_nid IN (SELECT node_id FROM workloads WHERE namespace = ?)
+        OR remote_nid IN (SELECT node_id FROM workloads WHERE namespace = ?))`
 		args = append(args, q.Namespace, q.Namespace)
 	}
-	var sel, group, where, having string
-	switch q.GroupBy {
-	case "":
-		sel = `any_value(CASE WHEN cs THEN local_name ELSE remote_name END), any_value(CASE WHEN cs THEN local_namespace ELSE remote_namespace END),
-  any_value(CASE WHEN cs THEN local_cluster ELSE remote_cluster END), any_value(CASE WHEN cs THEN remote_name ELSE local_name END),
-  any_value(CASE WHEN cs THEN remote_namespace ELSE local_namespace END), any_value(CASE WHEN cs THEN remote_cluster ELSE local_cluster END)`
-		group = "c_wid, s_wid"
-	case "namespace", "cluster":
-		c := fmt.Sprintf("CASE WHEN cs THEN local_%[1]s ELSE remote_%[1]s END", q.GroupBy)
-		sv := fmt.Sprintf("CASE WHEN cs THEN remote_%[1]s ELSE local_%[1]s END", q.GroupBy)
-		sel = fmt.Sprintf("'', %s, '', '', %s, ''", c, sv)
-		if q.GroupBy == "cluster" {
-			sel = fmt.Sprintf("'', '', %s, '', '', %s", c, sv)
-		}
-		group = "1, 2, 3, 4, 5, 6"
-		where = fmt.Sprintf("WHERE %[1]s <> '' AND %[2]s <> '' AND %[1]s <> %[2]s", c, sv)
-	default:
-		return nil, fmt.Errorf("unknown grouping %q", q.GroupBy)
-	}
-	order := "1, 2, 3, 4, 5, 6"
+	having := ""
+	order := "c_name, c_ns, c_cluster, s_name, s_ns, s_cluster"
 	switch q.OrderBy {
 	case "":
 	case "bytes":
-		order = "8 + 9 DESC, " + order
+		order = "up + down DESC, " + order
 	case "flows":
-		order = "7 DESC, " + order
+		order = "flows DESC, " + order
 	case "failures":
-		order = "10 + 11 + 12 DESC, " + order
-		having = "HAVING count(*) FILTER (WHERE close IN ('CONNECT_FAILED', 'RESET_SENT', 'RESET_RECEIVED', 'TIMEOUT')) > 0"
+		order = "cf + resets + timeouts DESC, " + order
+		having = "HAVING cf + resets + timeouts > 0"
 	default:
 		return nil, fmt.Errorf("unknown order %q", q.OrderBy)
 	}
-	query := fmt.Sprintf("SELECT %s,\n  %s\nFROM (%s) %s\nGROUP BY %s %s\nORDER BY %s",
-		sel, edgeAggregates, fmt.Sprintf(orientedFlows, filter), where, group, having, order)
+	oriented := fmt.Sprintf(orientedFlows, filter)
+	var query string
+	switch q.GroupBy {
+	case "":
+		query = fmt.Sprintf(`WITH %s, e AS (SELECT c_node, s_node, %s FROM (%s) GROUP BY c_node, s_node %s)
+SELECT cn.name AS c_name, cn.namespace AS c_ns, cn.cluster AS c_cluster, sn.name AS s_name, sn.namespace AS s_ns, sn.cluster AS s_cluster,
+  flows, up, down, cf, resets, timeouts, retrans, rtt
+FROM e JOIN nodes cn ON cn.node_id = e.c_node JOIN nodes sn ON sn.node_id = e.s_node
+ORDER BY %s`, nodes, edgeAggregates, oriented, having, order)
+	case "namespace", "cluster":
+		c, sv := "cn."+q.GroupBy, "sn."+q.GroupBy
+		cols := fmt.Sprintf("'' AS c_name, %s AS c_ns, '' AS c_cluster, '' AS s_name, %s AS s_ns, '' AS s_cluster", c, sv)
+		if q.GroupBy == "cluster" {
+			cols = fmt.Sprintf("'' AS c_name, '' AS c_ns, %s AS c_cluster, '' AS s_name, '' AS s_ns, %s AS s_cluster", c, sv)
+		}
+		query = fmt.Sprintf(`WITH %s SELECT %s, %s
+FROM (%s) o JOIN nodes cn ON cn.node_id = o.c_node JOIN nodes sn ON sn.node_id = o.s_node
+WHERE %[5]s <> '' AND %[6]s <> '' AND %[5]s <> %[6]s
+GROUP BY ALL %[7]s
+ORDER BY %[8]s`, nodes, cols, edgeAggregates, oriented, c, sv, having, order)
+	default:
+		return nil, fmt.Errorf("unknown grouping %q", q.GroupBy)
+	}
 	if q.Limit > 0 {
 		query += " LIMIT " + strconv.Itoa(q.Limit)
 	}

@@ -4,6 +4,7 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/flowlens/flowlens/internal/flow"
@@ -35,6 +36,7 @@ var flowColumns = []struct{ name, typ string }{
 	{"netns", "UINTEGER"},
 	{"cgroup_id", "UBIGINT"},
 	{"preexisting", "BOOLEAN"},
+	{"attribution", enumType(func(i int) fmt.Stringer { return flow.Attribution(i) })},
 	{"local_name", "VARCHAR"},
 	{"local_namespace", "VARCHAR"},
 	{"local_pod", "VARCHAR"},
@@ -47,7 +49,6 @@ var flowColumns = []struct{ name, typ string }{
 	{"remote_pod_uid", "VARCHAR"},
 	{"remote_node", "VARCHAR"},
 	{"remote_cluster", "VARCHAR"},
-	{"attribution", enumType(func(i int) fmt.Stringer { return flow.Attribution(i) })},
 }
 
 // flowColumnList is the flow columns, comma separated, for SELECTs.
@@ -73,9 +74,15 @@ func enumType(name func(int) fmt.Stringer) string {
 	return "ENUM(" + strings.Join(vals, ", ") + ")"
 }
 
-func columnDefs() string {
+// recordColumns are the flow columns the flows table holds itself: all but the workloads.
+var recordColumns = flowColumns[:24]
+
+// workloadFields are the columns of a workload, prefixed local_ or remote_ in flowColumns.
+var workloadFields = []string{"name", "namespace", "pod", "pod_uid", "node", "cluster"}
+
+func columnDefs(cols []struct{ name, typ string }) string {
 	var b strings.Builder
-	for i, c := range flowColumns {
+	for i, c := range cols {
 		if i > 0 {
 			b.WriteString(",\n  ")
 		}
@@ -86,24 +93,49 @@ func columnDefs() string {
 
 // schema is the DDL, idempotent.
 //
-// flows: one row per connection per exporter (interim records merged into it). id orders rows by
-// insertion, so deleting a superseded row by id touches only the row groups its zone maps admit.
-// local_wid and remote_wid hash (name, namespace, cluster) of each side, so the graph queries group by
-// two integers instead of six strings.
+// flows holds one row per connection per exporter (interim records merged into it). Workloads are
+// kept once each in the workloads table and referenced by id (local_wid, remote_wid hash all six
+// fields), because appending twelve strings per flow cost more than everything else in a write.
+// local_nid and remote_nid hash (name, namespace, cluster), the graph's node, so the graph queries
+// group by two integers. id orders rows by insertion, so deleting a superseded row by id touches
+// only the row groups its zone maps admit.
+//
+// key_hash hashes the connection key, so the look-up of a write's new interim records is one
+// integer IN list (pruned by start_time) rather than a join on six columns.
+//
+// flow_records is the view with every field of flow.Enriched as a column, for queries and for users.
 func schema() []string {
+	var view strings.Builder
+	view.WriteString("CREATE OR REPLACE VIEW flow_records AS SELECT f.id")
+	for _, c := range flowColumns {
+		side, field, ok := strings.Cut(c.name, "_")
+		if ok && (side == "local" || side == "remote") && slices.Contains(workloadFields, field) {
+			view.WriteString(fmt.Sprintf(", %s.%s AS %s", side[:1]+"w", field, c.name))
+		} else {
+			view.WriteString(", f." + c.name)
+		}
+	}
+	view.WriteString(" FROM flows f JOIN workloads lw ON lw.wid = f.local_wid JOIN workloads rw ON rw.wid = f.remote_wid")
 	return []string{
+		`CREATE TABLE IF NOT EXISTS workloads (
+  wid UBIGINT NOT NULL,
+  node_id UBIGINT NOT NULL,
+  name VARCHAR NOT NULL, namespace VARCHAR NOT NULL, pod VARCHAR NOT NULL, pod_uid VARCHAR NOT NULL,
+  node VARCHAR NOT NULL, cluster VARCHAR NOT NULL)`,
 		`CREATE TABLE IF NOT EXISTS flows (
   id BIGINT NOT NULL,
-  local_wid UBIGINT NOT NULL,
-  remote_wid UBIGINT NOT NULL,
-  ` + columnDefs() + `)`,
+  key_hash UBIGINT NOT NULL,
+  local_wid UBIGINT NOT NULL, remote_wid UBIGINT NOT NULL,
+  local_nid UBIGINT NOT NULL, remote_nid UBIGINT NOT NULL,
+  ` + columnDefs(recordColumns) + `)`,
 		`CREATE TABLE IF NOT EXISTS pending (
   p_exporter VARCHAR NOT NULL,
   p_seq UBIGINT NOT NULL,
   p_n UINTEGER NOT NULL,
   deadline BIGINT NOT NULL,
-  ` + columnDefs() + `)`,
+  ` + columnDefs(flowColumns) + `)`,
 		`CREATE TABLE IF NOT EXISTS batches (exporter_id VARCHAR NOT NULL, seq UBIGINT NOT NULL, stored_at BIGINT NOT NULL)`,
+		view.String(),
 	}
 }
 
@@ -115,17 +147,21 @@ func addrString(a netip.Addr) string {
 	return a.String()
 }
 
-// flowValues appends f's column values in flowColumns order.
-func flowValues(dst []driver.Value, f *flow.Enriched) []driver.Value {
-	l, r := &f.LocalWorkload, &f.RemoteWorkload
+// recordValues appends f's values in recordColumns order.
+func recordValues(dst []driver.Value, f *flow.Enriched) []driver.Value {
 	return append(dst,
 		f.ExporterID, addrString(f.LocalAddr), f.LocalPort, addrString(f.RemoteAddr), f.RemotePort,
 		f.Role.String(), f.StartTime, f.EndTime, f.BytesSent, f.BytesReceived, f.SegsSent, f.SegsReceived,
 		f.Retransmits, f.SrttUs, f.RttVarUs, f.MinRttUs, f.Close.String(), f.Error, f.Pid, f.Comm, f.Netns,
-		f.CgroupID, f.Preexisting,
+		f.CgroupID, f.Preexisting, f.Attribution.String())
+}
+
+// flowValues appends f's values in flowColumns order.
+func flowValues(dst []driver.Value, f *flow.Enriched) []driver.Value {
+	l, r := &f.LocalWorkload, &f.RemoteWorkload
+	return append(recordValues(dst, f),
 		l.Name, l.Namespace, l.Pod, l.PodUID, l.Node, l.Cluster,
-		r.Name, r.Namespace, r.Pod, r.PodUID, r.Node, r.Cluster,
-		f.Attribution.String())
+		r.Name, r.Namespace, r.Pod, r.PodUID, r.Node, r.Cluster)
 }
 
 // flowScratch holds the columns that need parsing after a Scan.
@@ -140,10 +176,9 @@ func flowScanDest(f *flow.Enriched, sc *flowScratch) []any {
 		&f.ExporterID, &sc.local, &f.LocalPort, &sc.remote, &f.RemotePort,
 		&sc.role, &f.StartTime, &f.EndTime, &f.BytesSent, &f.BytesReceived, &f.SegsSent, &f.SegsReceived,
 		&f.Retransmits, &f.SrttUs, &f.RttVarUs, &f.MinRttUs, &sc.close, &f.Error, &f.Pid, &f.Comm, &f.Netns,
-		&f.CgroupID, &f.Preexisting,
+		&f.CgroupID, &f.Preexisting, &sc.attribution,
 		&l.Name, &l.Namespace, &l.Pod, &l.PodUID, &l.Node, &l.Cluster,
 		&r.Name, &r.Namespace, &r.Pod, &r.PodUID, &r.Node, &r.Cluster,
-		&sc.attribution,
 	}
 }
 
@@ -168,17 +203,19 @@ func (sc *flowScratch) finish(f *flow.Enriched) error {
 	return f.Attribution.UnmarshalText([]byte(sc.attribution))
 }
 
-// workloadID hashes the parts of a workload that make a graph node (FNV-1a, stable across restarts,
-// unlike maphash).
-func workloadID(w *flow.Workload) uint64 {
+// workloadIDs hashes a workload (FNV-1a: stable across restarts, unlike maphash): wid over all its
+// fields, node over the fields that make a graph node. At 64 bits a collision between two of a
+// fleet's workloads is too unlikely to guard against.
+func workloadIDs(w *flow.Workload) (wid, node uint64) {
 	h := uint64(14695981039346656037)
-	for i, s := range [3]string{w.Name, w.Namespace, w.Cluster} {
-		if i > 0 {
-			h = (h ^ 0) * 1099511628211 // separator, so ("a","b") and ("ab","") differ
+	for i, s := range [6]string{w.Name, w.Namespace, w.Cluster, w.Pod, w.PodUID, w.Node} {
+		if i == 3 {
+			node = h
 		}
 		for j := 0; j < len(s); j++ {
 			h = (h ^ uint64(s[j])) * 1099511628211
 		}
+		h *= 1099511628211 // a zero byte between fields, so ("a","b") and ("ab","") differ
 	}
-	return h
+	return h, node
 }

@@ -81,6 +81,7 @@ type Store struct {
 	mu     sync.Mutex // serializes writes, Expire and the merge index
 	wconn  *sql.Conn  // the one connection every write uses (the appender needs a raw connection)
 	open   map[connKey]openEntry
+	wids   map[uint64]struct{} // the workloads table's ids
 	nextID int64
 	npend  int64
 }
@@ -144,7 +145,7 @@ func Open(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Store, error
 		return nil, fmt.Errorf("open store %s: %w", cfg.Path, err)
 	}
 	s := &Store{cfg: cfg, log: log, m: newMetrics(reg), connector: connector, db: sql.OpenDB(connector),
-		open: make(map[connKey]openEntry)}
+		open: make(map[connKey]openEntry), wids: make(map[uint64]struct{})}
 	if err := s.init(); err != nil {
 		s.Close()
 		return nil, err
@@ -172,6 +173,21 @@ func (s *Store) init() error {
 		return fmt.Errorf("store pending count: %w", err)
 	}
 	s.m.pending.Set(float64(s.npend))
+	rows, err := s.wconn.QueryContext(ctx, `SELECT wid FROM workloads`)
+	if err != nil {
+		return fmt.Errorf("store workloads: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id uint64
+		if err := rows.Scan(&id); err != nil {
+			return fmt.Errorf("store workloads: %w", err)
+		}
+		s.wids[id] = struct{}{}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store workloads: %w", err)
+	}
 	return s.loadOpen(ctx)
 }
 

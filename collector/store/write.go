@@ -27,6 +27,27 @@ func keyOf(f *flow.Enriched) connKey {
 	return connKey{f.ExporterID, f.LocalAddr, f.RemoteAddr, f.LocalPort, f.RemotePort, f.StartTime}
 }
 
+// hash is the key's FNV-1a hash, stored as flows.key_hash. Only a filter: matches are compared in full.
+func (k *connKey) hash() uint64 {
+	h := uint64(14695981039346656037)
+	mix := func(b byte) { h = (h ^ uint64(b)) * 1099511628211 }
+	for i := 0; i < len(k.exporter); i++ {
+		mix(k.exporter[i])
+	}
+	for _, a := range [2]netip.Addr{k.local, k.remote} {
+		b := a.As16()
+		for _, c := range b {
+			mix(c)
+		}
+	}
+	for _, v := range [3]uint64{uint64(k.lport), uint64(k.rport), uint64(k.start)} {
+		for i := 0; i < 64; i += 8 {
+			mix(byte(v >> i))
+		}
+	}
+	return h
+}
+
 // openEntry is the stored row of a connection whose latest record is ACTIVE (still open).
 type openEntry struct{ id, end int64 }
 
@@ -61,6 +82,19 @@ type plan struct {
 	superseded int
 	open       map[connKey]*openEntry // index updates: nil deletes the key
 	nextID     int64
+	workloads  map[uint64]*flow.Workload // workloads this write adds to the workloads table
+}
+
+// workload returns the ids of w, noting it in p if the workloads table does not hold it yet.
+func (s *Store) workload(p *plan, w *flow.Workload) (wid, node uint64) {
+	wid, node = workloadIDs(w)
+	if _, ok := s.wids[wid]; !ok {
+		if p.workloads == nil {
+			p.workloads = make(map[uint64]*flow.Workload)
+		}
+		p.workloads[wid] = w
+	}
+	return wid, node
 }
 
 // plan decides, for each record of flows, whether it is appended and which stored row it replaces.
@@ -145,51 +179,46 @@ func (s *Store) plan(ctx context.Context, flows []flow.Enriched) (*plan, error) 
 // lookupStored finds the stored rows of connections the index does not hold open.
 func (s *Store) lookupStored(ctx context.Context, keys []connKey) (map[connKey]stored, error) {
 	out := make(map[connKey]stored)
-	const chunk = 500
-	for len(keys) > 0 {
-		n := min(len(keys), chunk)
-		part := keys[:n]
-		keys = keys[n:]
-		var b strings.Builder
-		args := make([]any, 0, 6*n+2)
-		lo, hi := part[0].start, part[0].start
-		for i, k := range part {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString("(?::VARCHAR, ?::VARCHAR, ?::USMALLINT, ?::VARCHAR, ?::USMALLINT, ?::BIGINT)")
-			args = append(args, k.exporter, addrString(k.local), k.lport, addrString(k.remote), k.rport, k.start)
-			lo, hi = min(lo, k.start), max(hi, k.start)
+	if len(keys) == 0 {
+		return out, nil
+	}
+	want := make(map[connKey]struct{}, len(keys))
+	var b strings.Builder
+	lo, hi := keys[0].start, keys[0].start
+	for i := range keys {
+		k := &keys[i]
+		want[*k] = struct{}{}
+		if i > 0 {
+			b.WriteByte(',')
 		}
-		args = append(args, lo, hi)
-		q := `SELECT f.exporter_id, f.local_addr, f.local_port, f.remote_addr, f.remote_port, f.start_time, f.id, f.end_time, f.close <> 'ACTIVE'
-FROM flows f JOIN (VALUES ` + b.String() + `) AS k(e, la, lp, ra, rp, st)
-  ON f.exporter_id = k.e AND f.local_addr = k.la AND f.local_port = k.lp AND f.remote_addr = k.ra AND f.remote_port = k.rp AND f.start_time = k.st
-WHERE f.start_time BETWEEN ? AND ?`
-		rows, err := s.wconn.QueryContext(ctx, q, args...)
-		if err != nil {
+		b.WriteString(strconv.FormatUint(k.hash(), 10))
+		lo, hi = min(lo, k.start), max(hi, k.start)
+	}
+	rows, err := s.wconn.QueryContext(ctx, `SELECT exporter_id, local_addr, local_port, remote_addr, remote_port, start_time, id, end_time, close <> 'ACTIVE'
+FROM flows WHERE start_time BETWEEN ? AND ? AND key_hash IN (`+b.String()+`)`, lo, hi)
+	if err != nil {
+		return nil, fmt.Errorf("look up stored connections: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k connKey
+		var la, ra string
+		var c stored
+		if err := rows.Scan(&k.exporter, &la, &k.lport, &ra, &k.rport, &k.start, &c.id, &c.end, &c.final); err != nil {
 			return nil, fmt.Errorf("look up stored connections: %w", err)
 		}
-		for rows.Next() {
-			var k connKey
-			var la, ra string
-			var c stored
-			if err := rows.Scan(&k.exporter, &la, &k.lport, &ra, &k.rport, &k.start, &c.id, &c.end, &c.final); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("look up stored connections: %w", err)
-			}
-			k.local, _ = netip.ParseAddr(la)
-			k.remote, _ = netip.ParseAddr(ra)
-			c.pos = -1
-			if prev, ok := out[k]; !ok || beats(c.final, c.end, prev) {
-				out[k] = c
-			}
+		k.local, _ = netip.ParseAddr(la)
+		k.remote, _ = netip.ParseAddr(ra)
+		if _, ok := want[k]; !ok {
+			continue // a hash collision
 		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("look up stored connections: %w", err)
+		c.pos = -1
+		if prev, ok := out[k]; !ok || beats(c.final, c.end, prev) {
+			out[k] = c
 		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("look up stored connections: %w", err)
 	}
 	return out, nil
 }
@@ -258,6 +287,9 @@ func (s *Store) Write(ctx context.Context, w Write) error {
 
 func (s *Store) apply(p *plan, pendingDelta int64) {
 	s.nextID = p.nextID
+	for id := range p.workloads {
+		s.wids[id] = struct{}{}
+	}
 	for k, e := range p.open {
 		if e == nil {
 			delete(s.open, k)
@@ -300,7 +332,7 @@ func (s *Store) commit(ctx context.Context, w Write, p *plan) (resolved int64, e
 		if !ok {
 			return fmt.Errorf("not a driver connection: %T", dc)
 		}
-		vals := make([]driver.Value, 0, 4+len(flowColumns))
+		vals := make([]driver.Value, 0, 5+len(flowColumns))
 		if len(p.rows) > 0 {
 			err := appendRows(ctx, conn, "flows", func(a *duckdb.Appender) error {
 				for _, r := range p.rows {
@@ -308,9 +340,26 @@ func (s *Store) commit(ctx context.Context, w Write, p *plan) (resolved int64, e
 						continue
 					}
 					f := &w.Flows[r.flow]
-					vals = append(vals[:0], r.id, workloadID(&f.LocalWorkload), workloadID(&f.RemoteWorkload))
-					if err := a.AppendRow(flowValues(vals, f)...); err != nil {
+					lw, ln := s.workload(p, &f.LocalWorkload)
+					rw, rn := s.workload(p, &f.RemoteWorkload)
+					k := keyOf(f)
+					vals = append(vals[:0], r.id, k.hash(), lw, rw, ln, rn)
+					if err := a.AppendRow(recordValues(vals, f)...); err != nil {
 						return fmt.Errorf("flow %d: %w", r.flow, err)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if len(p.workloads) > 0 {
+			err := appendRows(ctx, conn, "workloads", func(a *duckdb.Appender) error {
+				for id, wl := range p.workloads {
+					_, node := workloadIDs(wl)
+					if err := a.AppendRow(id, node, wl.Name, wl.Namespace, wl.Pod, wl.PodUID, wl.Node, wl.Cluster); err != nil {
+						return fmt.Errorf("workload: %w", err)
 					}
 				}
 				return nil
