@@ -1,0 +1,346 @@
+package sim
+
+import (
+	"net/netip"
+
+	"github.com/flowlens/flowlens/collector/attribute"
+	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/sonar/index"
+)
+
+// The three strategies, as the report names them.
+const (
+	Heartbeat   = "heartbeat"
+	EventOnly   = "event-only"
+	EventOpen   = "event-open"
+	LatestOwner = "latest-owner"
+)
+
+// Strategies names the strategies in the order of the report.
+var Strategies = []string{Heartbeat, EventOnly, EventOpen, LatestOwner}
+
+// decision is what a strategy decided for one arrived record.
+type decision struct {
+	owner    flow.Workload // zero: UNATTRIBUTED
+	evidence flow.Attribution
+	at       int64
+}
+
+// strategy is one way of attributing remote addresses, driven by the replay in arrival order.
+type strategy interface {
+	// advance moves the clock to now: whatever was due before now is decided with what is known.
+	advance(now int64)
+	// claim learns an ownership claim derived from the event feed.
+	claim(c index.Claim)
+	// observe sees a raw event (only latest-owner uses it).
+	observe(it FeedItem)
+	// arrive receives an arrived batch; ids number its records.
+	arrive(now int64, recs []flow.Record, ids []int)
+}
+
+// replay runs the strategies over t in arrival order and returns each one's decision per arrived
+// record, the records, their arrivals, and the records' ground truth.
+func replay(t *Trace, cfg Config) (recs []flow.Record, truth []flow.Workload, arrivals []int64, out [][]decision) {
+	for _, b := range t.Batches {
+		if !b.Lost {
+			for _, r := range b.Recs {
+				recs = append(recs, t.Record(r))
+				truth = append(truth, t.Truth(r))
+				arrivals = append(arrivals, b.Arrival)
+			}
+		}
+	}
+	out = make([][]decision, len(Strategies))
+	for i := range out {
+		out[i] = make([]decision, len(recs))
+	}
+	static := func(x *index.Index) *index.Index {
+		for _, s := range t.Services {
+			x.Add(index.Claim{IP: s.IP, Start: t.Start, End: t.End + int64(cfg.Duration), Owner: s.Owner, Evidence: index.EvidenceService})
+		}
+		x.SetCIDRs(t.CIDRs)
+		return x
+	}
+	icfg := index.Config{MergeGap: cfg.MergeGap}
+	if cfg.MergeGap == 0 {
+		icfg.MergeGap = 1 // the index reads 0 as its default; 1 ns is "no gap"
+	}
+	strategies := []strategy{
+		newHeartbeatStrategy(static(index.New(icfg)), int64(cfg.deadline()), out[0]),
+		&eventOnly{idx: static(index.New(icfg)), out: out[1]},
+		&eventOpen{idx: static(index.New(icfg)), pods: t.Pods, first: make([]int64, len(t.Pods)), done: make([]bool, len(t.Pods)), out: out[2]},
+		&latestOwner{pods: t.Pods, owner: map[netip.Addr]int32{}, gone: map[int32]bool{}, static: static(index.New(icfg)), out: out[3]},
+	}
+	w := watcher{pods: t.Pods, margin: int64(cfg.EventMargin), state: make([]watchState, len(t.Pods))}
+	next := 0 // the next record's id
+	fi := 0
+	for _, b := range t.Batches {
+		if b.Lost {
+			continue
+		}
+		// Events that arrived before (or with) the batch come first.
+		for ; fi < len(t.Feed) && t.Feed[fi].At <= b.Arrival; fi++ {
+			feed(strategies, &w, t.Feed[fi])
+		}
+		for _, s := range strategies {
+			s.advance(b.Arrival)
+		}
+		ids := make([]int, len(b.Recs))
+		for i := range ids {
+			ids[i] = next
+			next++
+		}
+		for _, s := range strategies {
+			s.arrive(b.Arrival, recs[ids[0]:next], ids)
+		}
+	}
+	for ; fi < len(t.Feed); fi++ {
+		feed(strategies, &w, t.Feed[fi])
+	}
+	for _, s := range strategies {
+		s.advance(1<<63 - 1)
+	}
+	return recs, truth, arrivals, out
+}
+
+func feed(strategies []strategy, w *watcher, it FeedItem) {
+	for _, s := range strategies {
+		s.advance(it.At)
+	}
+	c, ok := w.observe(it)
+	for _, s := range strategies {
+		if ok {
+			s.claim(c)
+		}
+		s.observe(it)
+	}
+}
+
+// watcher turns the event feed into POD_EVENT claims the way sonar's Kubernetes source does: a pod's
+// claim covers only times the feed had positive evidence for, from the first observation of the pod
+// running with its IP to the latest one (less margin), and stops growing once the pod is seen completed
+// or removed. Observations are stamped with the time they reached the watcher: that is all it knows.
+type watcher struct {
+	pods   []Pod
+	margin int64
+	state  []watchState
+}
+
+type watchState struct {
+	first int64 // first observation running; 0: none yet
+	done  bool  // seen completed or removed
+}
+
+func (w *watcher) observe(it FeedItem) (index.Claim, bool) {
+	s := &w.state[it.Pod]
+	if s.done {
+		return index.Claim{}, false
+	}
+	if it.Kind != FeedRunning {
+		s.done = true
+		return index.Claim{}, false
+	}
+	if s.first == 0 {
+		s.first = it.At
+	}
+	end := it.At - w.margin
+	if end < s.first {
+		return index.Claim{}, false
+	}
+	p := &w.pods[it.Pod]
+	return index.Claim{IP: p.IP, Start: s.first, End: end, Owner: p.W, Evidence: index.EvidencePodEvent, Seen: it.At}, true
+}
+
+// heartbeatStrategy is flowlens: every arrived record is a heartbeat; a record's remote side is
+// resolved at arrival and again whenever a heartbeat for its address arrives, until its deadline.
+type heartbeatStrategy struct {
+	idx      *index.Index
+	deadline int64
+	out      []decision
+	queue    []*parked // by deadline (arrival order)
+	head     int
+	byIP     map[netip.Addr][]*parked
+}
+
+type parked struct {
+	id       int
+	rec      flow.Enriched
+	deadline int64
+	done     bool
+}
+
+func newHeartbeatStrategy(idx *index.Index, deadline int64, out []decision) *heartbeatStrategy {
+	return &heartbeatStrategy{idx: idx, deadline: deadline, out: out, byIP: map[netip.Addr][]*parked{}}
+}
+
+func (h *heartbeatStrategy) advance(now int64) {
+	for ; h.head < len(h.queue) && h.queue[h.head].deadline <= now; h.head++ {
+		p := h.queue[h.head]
+		h.queue[h.head] = nil
+		if !p.done {
+			attribute.Resolve(h.idx, &p.rec, true)
+			h.decide(p, p.deadline)
+		}
+	}
+	if h.head > 1024 && h.head > len(h.queue)/2 {
+		h.queue = append(h.queue[:0], h.queue[h.head:]...)
+		h.head = 0
+	}
+}
+
+func (h *heartbeatStrategy) decide(p *parked, at int64) {
+	p.done = true
+	h.out[p.id] = decision{owner: p.rec.RemoteWorkload, evidence: p.rec.Attribution, at: at}
+}
+
+func (h *heartbeatStrategy) claim(c index.Claim) { h.idx.Add(c) }
+func (h *heartbeatStrategy) observe(FeedItem)    {}
+
+func (h *heartbeatStrategy) arrive(now int64, recs []flow.Record, ids []int) {
+	var touched []netip.Addr
+	for i := range recs {
+		if c, ok := attribute.Heartbeat(&recs[i]); ok {
+			h.idx.Add(c)
+			touched = append(touched, c.IP)
+		}
+	}
+	for i := range recs {
+		p := &parked{id: ids[i], rec: flow.Enriched{Record: recs[i]}, deadline: now + h.deadline}
+		if attribute.Resolve(h.idx, &p.rec, false) {
+			h.decide(p, now)
+			continue
+		}
+		h.queue = append(h.queue, p)
+		ip, _ := attribute.RemoteKey(&p.rec.Record)
+		h.byIP[ip] = append(h.byIP[ip], p)
+	}
+	// Only a heartbeat for a parked record's address can change its answer before the deadline.
+	for _, ip := range touched {
+		list, ok := h.byIP[ip]
+		if !ok {
+			continue
+		}
+		keep := list[:0]
+		for _, p := range list {
+			if p.done {
+				continue
+			}
+			if attribute.Resolve(h.idx, &p.rec, false) {
+				h.decide(p, now)
+				continue
+			}
+			keep = append(keep, p)
+		}
+		if len(keep) == 0 {
+			delete(h.byIP, ip)
+		} else {
+			h.byIP[ip] = keep
+		}
+	}
+}
+
+// eventOnly is a system without heartbeats: the index knows only the event feed, services and CIDRs,
+// and whatever it answers when a record arrives is final.
+type eventOnly struct {
+	idx *index.Index
+	out []decision
+}
+
+func (e *eventOnly) advance(int64)       {}
+func (e *eventOnly) claim(c index.Claim) { e.idx.Add(c) }
+func (e *eventOnly) observe(FeedItem)    {}
+func (e *eventOnly) arrive(now int64, recs []flow.Record, ids []int) {
+	for i := range recs {
+		r := flow.Enriched{Record: recs[i]}
+		attribute.Resolve(e.idx, &r, true)
+		e.out[ids[i]] = decision{owner: r.RemoteWorkload, evidence: r.Attribution, at: now}
+	}
+}
+
+// eventOpen is a system without heartbeats that reads the feed the usual way: a pod holds its IP from
+// its observed assignment until its completion or removal is observed, so while neither has been seen
+// its claim reaches the present. The same index; answers final when a record arrives.
+type eventOpen struct {
+	idx      *index.Index
+	pods     []Pod
+	first    []int64 // first observation of each pod running; 0: none yet
+	done     []bool
+	believed []int32 // pods observed running, not yet seen completed or removed
+	out      []decision
+}
+
+func (e *eventOpen) advance(int64)     {}
+func (e *eventOpen) claim(index.Claim) {}
+func (e *eventOpen) observe(it FeedItem) {
+	if e.done[it.Pod] {
+		return
+	}
+	if e.first[it.Pod] == 0 {
+		e.first[it.Pod] = it.At
+		e.believed = append(e.believed, it.Pod)
+	}
+	e.extend(it.Pod, it.At)
+	e.done[it.Pod] = it.Kind != FeedRunning
+}
+
+func (e *eventOpen) extend(pod int32, to int64) {
+	p := &e.pods[pod]
+	e.idx.Add(index.Claim{IP: p.IP, Start: e.first[pod], End: to, Owner: p.W, Evidence: index.EvidencePodEvent})
+}
+
+func (e *eventOpen) arrive(now int64, recs []flow.Record, ids []int) {
+	keep := e.believed[:0]
+	for _, pod := range e.believed {
+		if !e.done[pod] {
+			e.extend(pod, now)
+			keep = append(keep, pod)
+		}
+	}
+	e.believed = keep
+	for i := range recs {
+		r := flow.Enriched{Record: recs[i]}
+		attribute.Resolve(e.idx, &r, true)
+		e.out[ids[i]] = decision{owner: r.RemoteWorkload, evidence: r.Attribution, at: now}
+	}
+}
+
+// latestOwner keeps an IP → pod map that every event showing a pod with its IP overwrites (a completed
+// pod still shows its IP) and a pod's removal clears, and attributes a record to whoever the map names
+// when it arrives, with no notion of time. Addresses not in the map go to services and CIDRs.
+type latestOwner struct {
+	pods   []Pod
+	owner  map[netip.Addr]int32
+	gone   map[int32]bool // removals seen: a late event of a removed pod is not believed
+	static *index.Index
+	out    []decision
+}
+
+func (l *latestOwner) advance(int64)     {}
+func (l *latestOwner) claim(index.Claim) {}
+func (l *latestOwner) observe(it FeedItem) {
+	if l.gone[it.Pod] {
+		return
+	}
+	ip := l.pods[it.Pod].IP
+	if it.Kind == FeedRemoved {
+		l.gone[it.Pod] = true
+		if o, ok := l.owner[ip]; ok && o == it.Pod {
+			delete(l.owner, ip)
+		}
+		return
+	}
+	l.owner[ip] = it.Pod
+}
+
+func (l *latestOwner) arrive(now int64, recs []flow.Record, ids []int) {
+	for i := range recs {
+		ip, at := attribute.RemoteKey(&recs[i])
+		d := decision{evidence: flow.AttributionUnattributed, at: now}
+		if pod, ok := l.owner[ip]; ok {
+			d.owner, d.evidence = l.pods[pod].W, flow.AttributionPodEvent
+		} else if a := l.static.Lookup(ip, at); a.Status == index.Owned {
+			d.owner, d.evidence = a.Range.Owner, flow.Attribution(a.Range.Evidence)
+		}
+		l.out[ids[i]] = d
+	}
+}
