@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -35,6 +36,11 @@ func freeAddr(t *testing.T) string {
 }
 
 func startCollector(t *testing.T, dir, grpcAddr string, extra ...string) *App {
+	a, _ := startCollectorReg(t, dir, grpcAddr, extra...)
+	return a
+}
+
+func startCollectorReg(t *testing.T, dir, grpcAddr string, extra ...string) (*App, *prometheus.Registry) {
 	t.Helper()
 	args := append([]string{"--insecure", "--grpc-addr", grpcAddr, "--api-addr", "127.0.0.1:0", "--metrics-addr", "",
 		"--data-dir", dir, "--attribution-deadline", "5s"}, extra...)
@@ -43,11 +49,11 @@ func startCollector(t *testing.T, dir, grpcAddr string, extra ...string) *App {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	a, err := Start(cfg, zaptest.NewLogger(t).Named("collector"), reg, reg)
+	a, err := Start(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named("collector"), reg, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a
+	return a, reg
 }
 
 func stopCollector(a *App) {
@@ -93,11 +99,18 @@ func startExporter(t *testing.T, ns *nettest.Netns, addr, name string) {
 func flows(t *testing.T, a *App, q store.FlowQuery) []flow.Enriched {
 	t.Helper()
 	q.To, q.Limit = time.Now().Add(time.Hour).UnixNano(), 10000
-	page, err := a.Store().Flows(context.Background(), q)
-	if err != nil {
-		t.Fatal(err)
+	var all []flow.Enriched
+	for {
+		page, err := a.Store().Flows(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, page.Flows...)
+		if page.Next == "" {
+			return all
+		}
+		q.Cursor = page.Next
 	}
-	return page.Flows
 }
 
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
@@ -214,4 +227,161 @@ func TestTwoWorkloadsEndToEnd(t *testing.T) {
 	stopCollector(col)
 	col = startCollector(t, dir, addr)
 	check(col)
+}
+
+// A collector restart while an exporter keeps working loses nothing it acknowledged and stores nothing
+// twice: connections made before, during (the exporter buffers and resends) and after the restart are
+// each stored exactly once per side. Loopback connections are attributed through their sockets.
+func TestRestartLosesNothing(t *testing.T) {
+	nettest.RequirePrivileged(t)
+	green := nettest.NewNetns(t)
+	dir, addr := t.TempDir(), freeAddr(t)
+	col := startCollector(t, dir, addr)
+	defer func() { stopCollector(col) }()
+	startExporter(t, green, addr, "green")
+	serve(t, green, "127.0.0.1:7070", 300, 700)
+	countOn := func(a *App) int { return len(flows(t, a, store.FlowQuery{Port: 7070})) }
+
+	for range 10 {
+		exchange(t, green, "127.0.0.1:7070", 300, 700)
+	}
+	waitFor(t, "the first 10 connections", 15*time.Second, func() bool { return countOn(col) == 20 })
+	stopCollector(col)
+	for range 10 { // the collector is down: the exporter holds these and resends
+		exchange(t, green, "127.0.0.1:7070", 300, 700)
+	}
+	time.Sleep(500 * time.Millisecond) // let the exporter try, fail and buffer
+	col = startCollector(t, dir, addr)
+	for range 10 {
+		exchange(t, green, "127.0.0.1:7070", 300, 700)
+	}
+	waitFor(t, "all 30 connections, both sides", 60*time.Second, func() bool { return countOn(col) == 60 })
+	time.Sleep(time.Second) // anything more (a duplicate) would show up now
+	got := flows(t, col, store.FlowQuery{Port: 7070})
+	if len(got) != 60 {
+		t.Fatalf("stored %d records, want 60", len(got))
+	}
+	greenW := flow.Workload{Name: "green", Namespace: "shop", Cluster: "lab", Node: got[0].LocalWorkload.Node}
+	ports := map[uint16]int{}
+	for _, f := range got {
+		ephemeral := f.LocalPort
+		up, down := f.BytesSent, f.BytesReceived
+		if f.Role == flow.RoleServer {
+			ephemeral, up, down = f.RemotePort, down, up
+		}
+		ports[ephemeral]++
+		if up != 300 || down != 700 || f.Close != flow.CloseNormal {
+			t.Errorf("bytes or close wrong: %+v", f)
+		}
+		if f.RemoteWorkload != greenW || f.Attribution != flow.AttributionHeartbeat {
+			t.Errorf("loopback record not attributed to its own socket's owner: %v %+v", f.Attribution, f.RemoteWorkload)
+		}
+	}
+	for p, n := range ports {
+		if n != 2 {
+			t.Errorf("connection from port %d stored %d times, want once per side", p, n)
+		}
+	}
+}
+
+// A flood beyond the pipeline's budget is pushed back to the exporters (RETRY), memory stays within the
+// budget, and every record is stored exactly once when the exporters have resent.
+func TestFloodBackpressure(t *testing.T) {
+	dir, addr := t.TempDir(), freeAddr(t)
+	const budget, senders, each = 600, 3, 10_000
+	col, reg := startCollectorReg(t, dir, addr, "--queue-records", fmt.Sprint(budget), "--attribution-deadline", "1s")
+	defer stopCollector(col)
+	errs := make(chan error, senders)
+	for s := range senders {
+		go func() {
+			cfg, err := expconfig.Load([]string{"--output", "collector", "--collector-grpc-addr", addr, "--collector-insecure",
+				"--collector-transport", "grpc", "--exporter-id", fmt.Sprintf("flood-%d", s), "--workload-name", fmt.Sprintf("w%d", s),
+				"--buffer-batches", "4096"})
+			if err != nil {
+				errs <- err
+				return
+			}
+			ereg := prometheus.NewRegistry()
+			m, err := metrics.New(ereg, zap.NewNop())
+			if err != nil {
+				errs <- err
+				return
+			}
+			ship, err := shipper.New(cfg.Collector, cfg.Workload, m.Drops, ereg, zap.NewNop())
+			if err != nil {
+				errs <- err
+				return
+			}
+			base := time.Now().UnixNano()
+			for i := range each {
+				r := flow.Record{LocalAddr: netip.AddrFrom4([4]byte{10, 50, byte(s), 1}), RemoteAddr: netip.AddrFrom4([4]byte{10, 60, byte(i >> 8), byte(i)}),
+					LocalPort: uint16(1024 + i%60000), RemotePort: 443, Role: flow.RoleClient, StartTime: base + int64(i), EndTime: base + int64(i) + 1e6,
+					BytesSent: uint64(i), Close: flow.CloseNormal, LocalWorkload: cfg.Workload}
+				if err := ship.Write(&r); err != nil {
+					errs <- err
+					return
+				}
+			}
+			if err := ship.Close(60 * time.Second); err != nil {
+				errs <- err
+				return
+			}
+			if n := counterSum(t, ereg, "flowlens_exporter_drops_total"); n != 0 {
+				errs <- fmt.Errorf("exporter %d dropped %v records", s, n)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range senders {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every record decided and stored", 60*time.Second, func() bool {
+		return len(flows(t, col, store.FlowQuery{})) == senders*each
+	})
+	seen := map[[2]uint64]bool{}
+	for _, f := range flows(t, col, store.FlowQuery{}) {
+		k := [2]uint64{uint64(f.LocalAddr.As4()[2]), uint64(f.StartTime)}
+		if seen[k] {
+			t.Fatalf("stored twice: %+v", f)
+		}
+		seen[k] = true
+	}
+	st := col.Pipeline().Stats()
+	if st.PeakQueued > budget {
+		t.Errorf("peak queue %d records, budget %d", st.PeakQueued, budget)
+	}
+	retries := counterValue(t, reg, "flowlens_collector_ingest_batches_total", "outcome", "retry")
+	dups := counterValue(t, reg, "flowlens_collector_ingest_batches_total", "outcome", "duplicate")
+	t.Logf("peak queue %d records; %v batches answered RETRY; %v duplicates", st.PeakQueued, retries, dups)
+}
+
+// counterValue sums the samples of the named family whose label has value.
+func counterValue(t *testing.T, g prometheus.Gatherer, name, label, value string) float64 {
+	t.Helper()
+	fams, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if label == "" || (l.GetName() == label && l.GetValue() == value) {
+					sum += m.GetCounter().GetValue()
+					break
+				}
+			}
+		}
+	}
+	return sum
+}
+
+func counterSum(t *testing.T, g prometheus.Gatherer, name string) float64 {
+	return counterValue(t, g, name, "", "")
 }

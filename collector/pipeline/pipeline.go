@@ -109,6 +109,7 @@ type Pipeline struct {
 
 	reqs   chan *request // ingest writes; the record budget, not the channel, bounds them
 	queued atomic.Int64  // records in reqs and in the writer, not yet committed
+	peak   atomic.Int64  // the most records ever queued at once
 	stop   chan struct{} // closed when Run's context ends: Put refuses from then on
 	done   chan struct{} // closed when Run has returned
 
@@ -153,11 +154,15 @@ func (p *Pipeline) Put(ctx context.Context, b *ingest.Batch) error {
 	default:
 	}
 	n := len(b.Records)
-	if p.queued.Add(int64(n)) > int64(p.cfg.QueueRecords) && n > 0 {
+	// A batch larger than the whole budget is still taken when nothing else is queued: it is bounded by
+	// ingest's message size, and refusing it would refuse it forever.
+	after := p.queued.Add(int64(n))
+	if after > int64(p.cfg.QueueRecords) && after > int64(n) {
 		p.queued.Add(-int64(n))
 		p.m.rejected.Add(float64(n))
 		return ingest.ErrFull
 	}
+	p.notePeak(after)
 	req := &request{w: p.prepare(b), n: n, done: make(chan error, 1)}
 	select {
 	case p.reqs <- req:
@@ -385,12 +390,22 @@ func (p *Pipeline) unpark(pds []store.Pending) {
 // Done is closed when Run has returned.
 func (p *Pipeline) Done() <-chan struct{} { return p.done }
 
+func (p *Pipeline) notePeak(n int64) {
+	for {
+		old := p.peak.Load()
+		if n <= old || p.peak.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
 // Stats are the pipeline's queue depths.
 type Stats struct {
 	Queued, Parked int
+	PeakQueued     int // the most records ever queued at once
 }
 
 // Stats returns the records queued for writing and parked.
 func (p *Pipeline) Stats() Stats {
-	return Stats{Queued: int(p.queued.Load()), Parked: p.parkedLen()}
+	return Stats{Queued: int(p.queued.Load()), Parked: p.parkedLen(), PeakQueued: int(p.peak.Load())}
 }
