@@ -224,11 +224,11 @@ ORDER BY %s`, nodes, edgeAggregates, oriented, having, order)
 		if q.GroupBy == "cluster" {
 			cols = fmt.Sprintf("'' AS c_name, '' AS c_ns, %s AS c_cluster, '' AS s_name, '' AS s_ns, %s AS s_cluster", c, sv)
 		}
-		query = fmt.Sprintf(`WITH %s SELECT %s, %s
+		query = fmt.Sprintf(`WITH %s, e AS (SELECT %s, %s
 FROM (%s) o JOIN nodes cn ON cn.node_id = o.c_node JOIN nodes sn ON sn.node_id = o.s_node
 WHERE %[5]s <> '' AND %[6]s <> '' AND %[5]s <> %[6]s
-GROUP BY ALL %[7]s
-ORDER BY %[8]s`, nodes, cols, edgeAggregates, oriented, c, sv, having, order)
+GROUP BY ALL %[7]s)
+SELECT * FROM e ORDER BY %[8]s`, nodes, cols, edgeAggregates, oriented, c, sv, having, order)
 	default:
 		return nil, fmt.Errorf("unknown grouping %q", q.GroupBy)
 	}
