@@ -326,7 +326,7 @@ func (x *Index) insert(l, conflicts []span, s span) (_, _ []span, conflict bool)
 			}
 			c := p
 			c.start, c.end = lo, hi
-			conflicts = append(conflicts, c)
+			conflicts = addConflict(conflicts, c)
 			x.conflicts.Add(1)
 			conflict = true
 			if p.start < lo {
@@ -348,6 +348,62 @@ func (x *Index) insert(l, conflicts []span, s span) (_, _ []span, conflict bool)
 	return l, conflicts, conflict
 }
 
+// addConflict records c, folding it into a part of the same owner that it overlaps or touches, so a
+// conflicting owner's repeated heartbeats (and claims replayed after a restart) do not pile up.
+func addConflict(conflicts []span, c span) []span {
+	for i := range conflicts {
+		r := &conflicts[i]
+		if r.owner == c.owner && c.start <= r.end && r.start <= c.end {
+			r.start, r.end = min(r.start, c.start), max(r.end, c.end)
+			r.seen, r.ev = max(r.seen, c.seen), min(r.ev, c.ev)
+			return conflicts
+		}
+	}
+	return append(conflicts, c)
+}
+
+// Restore puts back a range exactly as Each reported it, without merging: for loading a snapshot into
+// an empty index. A range that overlaps one already held is added as a claim instead; invalid ones
+// are refused as Add refuses them.
+func (x *Index) Restore(ip netip.Addr, r Range, conflict bool) {
+	if !ip.IsValid() || r.End <= r.Start || r.Evidence == EvidenceNone || r.Evidence >= EvidenceCIDR {
+		return
+	}
+	k := keyOf(ip)
+	s := x.shard(k)
+	cl := class(r.Evidence)
+	sp := span{start: r.Start, end: r.End, seen: r.LastSeen, owner: x.owners.id(r.Owner), ev: r.Evidence}
+	s.mu.Lock()
+	e, _ := s.get(k)
+	ranges, conflicts := e.list(cl)
+	if conflict {
+		conflicts = append(conflicts, sp)
+	} else {
+		i := search(ranges, sp.start)
+		if (i > 0 && ranges[i-1].end > sp.start) || (i < len(ranges) && ranges[i].start < sp.end) {
+			s.mu.Unlock()
+			x.Add(Claim{IP: ip, Start: r.Start, End: r.End, Seen: r.LastSeen, Owner: r.Owner, Evidence: r.Evidence})
+			return
+		}
+		ranges = slices.Insert(grow(ranges), i, sp)
+	}
+	e.set(cl, ranges, conflicts)
+	s.put(k, e)
+	s.mu.Unlock()
+	x.ranges.Add(1)
+}
+
+// grow makes room for one more span, by an eighth rather than append's doubling: lists are short
+// and long-lived, and the slack would be most of the memory.
+func grow(l []span) []span {
+	if len(l) < cap(l) {
+		return l
+	}
+	grown := make([]span, len(l), len(l)+1+len(l)/8)
+	copy(grown, l)
+	return grown
+}
+
 // merge inserts p, which overlaps no other owner's range, into l and folds in the same owner's ranges
 // that it touches within the gap, stopping at any range of another owner.
 func (x *Index) merge(l []span, p span) []span {
@@ -367,14 +423,7 @@ func (x *Index) merge(l []span, p span) []span {
 		l[lo] = p
 		return slices.Delete(l, lo+1, hi)
 	}
-	// A new range. Grow by an eighth rather than append's doubling: lists are short and long-lived,
-	// and the slack would be most of the memory.
-	if len(l) == cap(l) {
-		grown := make([]span, len(l), len(l)+1+len(l)/8)
-		copy(grown, l)
-		l = grown
-	}
-	return slices.Insert(l, lo, p)
+	return slices.Insert(grow(l), lo, p)
 }
 
 // search returns the index of the first range starting after t.

@@ -75,11 +75,14 @@ func TestAddRanges(t *testing.T) {
 		{name: "claim covered by two other owners: two conflicts",
 			claims: []Claim{hb(wA, 0, 10), hb(wB, 10, 20), hb(wC, 5, 15)},
 			ranges: []Range{rg(wA, H, 0, 10), rg(wB, H, 10, 20)},
-			conflts: []Range{
-				{Start: 5 * sec, End: 10 * sec, LastSeen: 15 * sec, Owner: wC, Evidence: H},
-				{Start: 10 * sec, End: 15 * sec, LastSeen: 15 * sec, Owner: wC, Evidence: H},
-			},
+			// The two parts touch and have one owner: kept as one.
+			conflts:    []Range{{Start: 5 * sec, End: 15 * sec, LastSeen: 15 * sec, Owner: wC, Evidence: H}},
 			nConflicts: 2},
+		{name: "repeated conflicting claims fold into one part",
+			claims:     []Claim{hb(wA, 0, 100), hb(wB, 10, 20), hb(wB, 20, 30), hb(wB, 10, 20), hb(wB, 50, 60)},
+			ranges:     []Range{rg(wA, H, 0, 100)},
+			conflts:    []Range{rg(wB, H, 10, 30), rg(wB, H, 50, 60)},
+			nConflicts: 4},
 		{name: "heartbeats and events kept apart",
 			claims: []Claim{hb(wA, 0, 10), ev(wB, EvidencePodEvent, 0, 10)},
 			ranges: []Range{rg(wA, H, 0, 10), rg(wB, EvidencePodEvent, 0, 10)}},
@@ -412,5 +415,31 @@ func TestConcurrent(t *testing.T) {
 	}
 	if st := x.Stats(); st.Claims != writers*perWriter || st.Ranges != writers*10 || st.IPs != writers*10 || st.Owners != writers {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestRestore puts back what Each reports into a fresh index: identical ranges, conflicts and answers.
+func TestRestore(t *testing.T) {
+	x := newTest()
+	x.Add(hb(wA, 0, 100))
+	x.Add(hb(wB, 50, 150))
+	x.Add(hb(wA, 200, 210))
+	x.Add(hb(wB, 220, 230))
+	x.Add(hb(wA, 240, 250)) // within the gap of [200,210) but not across wB's range
+	x.Add(ev(wC, EvidenceNode, 0, 300))
+	y := newTest()
+	x.Each(func(ip netip.Addr, r Range, conflict bool) bool { y.Restore(ip, r, conflict); return true })
+	r1, c1 := x.Ranges(ip)
+	r2, c2 := y.Ranges(ip)
+	if !reflect.DeepEqual(r1, r2) || !reflect.DeepEqual(c1, c2) {
+		t.Fatalf("restored:\n%+v %+v\nwant\n%+v %+v", r2, c2, r1, c1)
+	}
+	if st := y.Stats(); st.Ranges != x.Stats().Ranges {
+		t.Fatalf("restored %d ranges, want %d", st.Ranges, x.Stats().Ranges)
+	}
+	// Restoring over what is there already merges as a claim would.
+	y.Restore(ip, rg(wA, EvidenceHeartbeat, 5, 20), false)
+	if r3, _ := y.Ranges(ip); !reflect.DeepEqual(r3, r1) {
+		t.Fatalf("overlapping restore changed the ranges: %+v", r3)
 	}
 }
