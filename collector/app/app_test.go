@@ -2,9 +2,11 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"testing"
 	"time"
@@ -223,10 +225,55 @@ func TestTwoWorkloadsEndToEnd(t *testing.T) {
 		return n == 2*conns
 	})
 	check(col)
+	checkAPI(t, col, flows(t, col, store.FlowQuery{Port: 8080})[0].StartTime)
 
 	stopCollector(col)
 	col = startCollector(t, dir, addr)
 	check(col)
+}
+
+// checkAPI asks the collector's HTTP API what a user would: the dependency graph and who owned the
+// server's address when the flows ran.
+func checkAPI(t *testing.T, col *App, at int64) {
+	t.Helper()
+	var deps struct {
+		Edges []struct {
+			Client, Server struct{ Name string }
+			Flows          int64
+			BytesToServer  int64 `json:"bytes_to_server"`
+		}
+	}
+	getJSON(t, "http://"+col.APIAddr()+"/api/v1/deps?from=-1h", &deps)
+	if len(deps.Edges) != 1 || deps.Edges[0].Client.Name != "red" || deps.Edges[0].Server.Name != "blue" || deps.Edges[0].Flows != 5 || deps.Edges[0].BytesToServer != 5000 {
+		t.Errorf("deps: %+v, want one edge red -> blue with 5 flows, 5000 bytes to the server", deps)
+	}
+	var ans struct {
+		Status string
+		Range  struct {
+			Owner    flow.Workload
+			Evidence string
+		}
+	}
+	getJSON(t, fmt.Sprintf("http://%s/api/v1/lookup?ip=10.198.0.1&at=%d", col.APIAddr(), at+1000), &ans)
+	if ans.Status != "OWNER" || ans.Range.Owner.Name != "blue" || ans.Range.Evidence != "HEARTBEAT" {
+		t.Errorf("lookup 10.198.0.1: %+v, want blue by HEARTBEAT", ans)
+	}
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %s", url, resp.Status, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("GET %s: %v in %s", url, err, body)
+	}
 }
 
 // A collector restart while an exporter keeps working loses nothing it acknowledged and stores nothing

@@ -5,7 +5,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flowlens/flowlens/collector/api"
 	"github.com/flowlens/flowlens/collector/pipeline"
+	sonarapi "github.com/flowlens/flowlens/sonar/api"
 )
 
 // fleetParts are the outputs and the ownership sharing of fleet mode; empty on one machine.
@@ -14,10 +16,11 @@ type fleetParts struct {
 	sharer     pipeline.Sharer
 }
 
-// startSonar prepares the ownership index: in process, restored from the data directory, with the CIDR
-// table; it returns the HTTP handler that serves the query API and lookups.
+// startSonar prepares the ownership index in process and returns the HTTP handler that serves the
+// query API and sonar's lookups over it.
 func (a *App) startSonar(reg prometheus.Registerer) (http.Handler, error) {
-	return nil, nil
+	lookups := sonarapi.NewHTTP(a.idx, a.log, sonarapi.WithMetrics(sonarapi.NewMetrics(reg)))
+	return api.Handler(a.store, lookups.ServeHTTP, a.log), nil
 }
 
 // startFleet connects the fleet outputs the config names.
