@@ -1,11 +1,20 @@
 package app
 
 import (
+	"context"
+	"fmt"
 	"net/http"
+	"os"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 
 	"github.com/flowlens/flowlens/collector/api"
+	"github.com/flowlens/flowlens/collector/fleet"
+	"github.com/flowlens/flowlens/collector/fleet/kafkaflows"
+	"github.com/flowlens/flowlens/collector/fleet/natsflows"
+	"github.com/flowlens/flowlens/collector/fleet/ownership"
 	"github.com/flowlens/flowlens/collector/pipeline"
 	sonarapi "github.com/flowlens/flowlens/sonar/api"
 )
@@ -23,7 +32,56 @@ func (a *App) startSonar(reg prometheus.Registerer) (http.Handler, error) {
 	return api.Handler(a.store, lookups.ServeHTTP, a.log), nil
 }
 
-// startFleet connects the fleet outputs the config names.
+// startFleet connects the fleet outputs the config names: enriched flows to JetStream and Kafka, and
+// the ownership stream through which replicas share heartbeats. It waits until this replica has
+// replayed the ownership stream, so its first lookups already know what its peers learned.
 func (a *App) startFleet(reg prometheus.Registerer) (fleetParts, error) {
-	return fleetParts{}, nil
+	var parts fleetParts
+	replica := a.cfg.Replica
+	if replica == "" {
+		replica, _ = os.Hostname()
+	}
+	if url := a.cfg.NATS.URL; url != "" {
+		nc, js, err := fleet.Connect(url, "flow-collector "+replica, a.log)
+		if err != nil {
+			return parts, err
+		}
+		a.closers = append(a.closers, func() error { return nc.Drain() })
+		ctx := context.Background()
+		pub, err := natsflows.New(ctx, js, natsflows.Config{Stream: a.cfg.NATS.FlowsStream}, a.log, reg)
+		if err != nil {
+			return parts, err
+		}
+		parts.publishers = append(parts.publishers, pub)
+		sh, err := ownership.New(js, ownership.Config{Replica: replica, Stream: a.cfg.NATS.OwnershipStream,
+			MaxAge: a.cfg.Attribution.MaxAge, MergeGap: a.cfg.Attribution.MergeGap}, a.idx, a.log, reg)
+		if err != nil {
+			return parts, err
+		}
+		parts.sharer = sh
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := sh.Run(rctx); err != nil && rctx.Err() == nil {
+				a.log.Error("ownership stream", zap.Error(err))
+			}
+		}()
+		a.closers = append(a.closers, func() error { cancel(); <-done; return nil })
+		select {
+		case <-sh.Synced():
+		case <-done:
+			return parts, fmt.Errorf("ownership stream ended before it was replayed")
+		}
+		a.log.Info("fleet mode: NATS JetStream", zap.String("url", url), zap.String("replica", replica))
+	}
+	if b := a.cfg.Kafka.Brokers; b != "" {
+		prod, err := kafkaflows.New(kafkaflows.Config{Brokers: strings.Split(b, ","), Topic: a.cfg.Kafka.Topic}, a.log, reg)
+		if err != nil {
+			return parts, err
+		}
+		a.closers = append(a.closers, func() error { prod.Close(); return nil })
+		parts.publishers = append(parts.publishers, prod)
+	}
+	return parts, nil
 }
