@@ -5,11 +5,11 @@
 //
 // The file is a list of entries:
 //
-//	- cidr: 203.0.113.0/24      # required: a prefix, or one address (taken as /32 or /128)
-//	  name: payments-provider   # required: the workload name lookups answer
-//	  namespace: external       # optional, like the other fields of a workload
-//	  cluster: ""
-//	  node: ""
+//   - cidr: 203.0.113.0/24      # required: a prefix, or one address (taken as /32 or /128)
+//     name: payments-provider   # required: the workload name lookups answer
+//     namespace: external       # optional, like the other fields of a workload
+//     cluster: ""
+//     node: ""
 //
 // The longest matching prefix wins; two entries with the same prefix and different owners make
 // lookups inside it answer CONFLICT. An empty file (or an empty list) is an empty table.
