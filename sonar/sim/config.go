@@ -76,19 +76,23 @@ type Config struct {
 	BatchReorder   float64       `mapstructure:"batch_reorder"`    // batches delayed by up to a flush interval more
 	FinalFlushLoss float64       `mapstructure:"final_flush_loss"` // pods killed before their exporter's last flush
 
-	// Kubernetes event feed. A delay is EventDelayMin..EventDelayTypical, or with probability EventTail
-	// EventDelayTypical..EventDelayMax; an event is lost with probability EventLoss. Every
-	// ResyncInterval a relist, ResyncLatency at most, shows every pod's state again.
+	// Kubernetes event feed, shaped like sonar/kube's informers. A watch event's delay is
+	// EventDelayMin..EventDelayTypical, or with probability EventTail EventDelayTypical..EventDelayMax.
+	// With probability EventLoss the watch fails instead of delivering it: the watcher sees a watch
+	// error, and a relist up to RelistLatency later shows the pod's state then (or that it is gone).
+	// Every ResyncInterval the watcher extends its cached pods' claims to ResyncLag before the tick,
+	// unless a watch failed in that lag (sonar/kube's resync).
 	EventDelayMin     time.Duration `mapstructure:"event_delay_min"`
 	EventDelayTypical time.Duration `mapstructure:"event_delay_typical"`
 	EventDelayMax     time.Duration `mapstructure:"event_delay_max"`
 	EventTail         float64       `mapstructure:"event_tail"`
 	EventLoss         float64       `mapstructure:"event_loss"`
 	ResyncInterval    time.Duration `mapstructure:"resync_interval"`
-	ResyncLatency     time.Duration `mapstructure:"resync_latency"`
-	// EventMargin shortens every pod-event claim: it ends this long before the latest observation of the
-	// pod running. 0 is the rule as stated (claim up to the latest observation); EventDelayMax makes the
-	// claim cover only times at which the pod provably held the address (see the README).
+	ResyncLag         time.Duration `mapstructure:"resync_lag"`
+	RelistLatency     time.Duration `mapstructure:"relist_latency"`
+	// EventMargin shortens what a watch event proves: the claim reaches this long before the moment the
+	// event was received instead of that moment. 0 is sonar/kube's rule; EventDelayMax makes a claim
+	// cover only times at which the pod provably held the address (see the README).
 	EventMargin time.Duration `mapstructure:"event_margin"`
 
 	// Collector side.
@@ -143,8 +147,9 @@ func Defaults() Config {
 		EventDelayMax:     8 * time.Second,
 		EventTail:         0.05,
 		EventLoss:         0.01,
-		ResyncInterval:    time.Minute,
-		ResyncLatency:     500 * time.Millisecond,
+		ResyncInterval:    30 * time.Second,
+		ResyncLag:         time.Minute,
+		RelistLatency:     time.Second,
 		EventMargin:       0,
 
 		MergeGap: 30 * time.Second,
@@ -227,7 +232,8 @@ func (c Config) Validate() error {
 	ordered("event delay", c.EventDelayMin, c.EventDelayTypical)
 	ordered("event delay tail", c.EventDelayTypical, c.EventDelayMax)
 	positive("resync interval", c.ResyncInterval)
-	ordered("resync latency", 0, c.ResyncLatency)
+	ordered("resync lag", 0, c.ResyncLag)
+	ordered("relist latency", 0, c.RelistLatency)
 	ordered("event margin", 0, c.EventMargin)
 	ordered("merge gap", 0, c.MergeGap)
 	ordered("deadline", 0, c.Deadline)

@@ -1,7 +1,9 @@
 package sim
 
 import (
+	"cmp"
 	"net/netip"
+	"slices"
 
 	"github.com/flowlens/flowlens/collector/attribute"
 	"github.com/flowlens/flowlens/internal/flow"
@@ -71,7 +73,7 @@ func replay(t *Trace, cfg Config) (recs []flow.Record, truth []flow.Workload, ar
 		&eventOpen{idx: static(index.New(icfg)), pods: t.Pods, first: make([]int64, len(t.Pods)), done: make([]bool, len(t.Pods)), out: out[2]},
 		&latestOwner{pods: t.Pods, owner: map[netip.Addr]int32{}, gone: map[int32]bool{}, static: static(index.New(icfg)), out: out[3]},
 	}
-	w := watcher{pods: t.Pods, margin: int64(cfg.EventMargin), state: make([]watchState, len(t.Pods))}
+	w := watcher{t: t, margin: int64(cfg.EventMargin), lag: int64(cfg.ResyncLag), state: make([]watchState, len(t.Pods))}
 	next := 0 // the next record's id
 	fi := 0
 	for _, b := range t.Batches {
@@ -107,48 +109,126 @@ func feed(strategies []strategy, w *watcher, it FeedItem) {
 	for _, s := range strategies {
 		s.advance(it.At)
 	}
-	c, ok := w.observe(it)
+	claims := w.observe(it)
 	for _, s := range strategies {
-		if ok {
+		for _, c := range claims {
 			s.claim(c)
 		}
 		s.observe(it)
 	}
 }
 
-// watcher turns the event feed into POD_EVENT claims the way sonar's Kubernetes source does: a pod's
-// claim covers only times the feed had positive evidence for, from the first observation of the pod
-// running with its IP to the latest one (less margin), and stops growing once the pod is seen completed
-// or removed. Observations are stamped with the time they reached the watcher: that is all it knows.
+// watcher turns the feed into POD_EVENT claims by sonar/kube's rules (sonar/kube/source.go; keep the
+// two in step): a claim covers only times for which the watcher holds positive evidence.
+//   - A pod's range starts at its network-ready transition (the kubelet's timestamp: true time on the
+//     node's clock), or at the observation if that is earlier.
+//   - Each event showing the pod with its IP extends the range to the event's receipt (less margin),
+//     never past the pod's deletion request once one has been seen.
+//   - A completed pod's range ends at its finish (node clock), never later than the observation; a pod
+//     first seen completed claims nothing.
+//   - A deleted pod's range ends at its deletion request, else at the observation; a pod found gone by
+//     a relist (DeletedFinalStateUnknown) claims nothing more.
+//   - A resync extends every cached, running pod to ResyncLag before the tick, unless the watch failed
+//     within that lag; it never starts a range.
 type watcher struct {
-	pods   []Pod
-	margin int64
-	state  []watchState
+	t          *Trace
+	margin     int64
+	lag        int64
+	state      []watchState
+	cached     []int32 // pods seen and neither completed nor forgotten, in order of first sight
+	lastFailed int64   // receipt of the latest watch error
 }
 
 type watchState struct {
-	first int64 // first observation running; 0: none yet
-	done  bool  // seen completed or removed
+	known, claimed, done bool
+	start, end           int64
+	until                int64 // the deletion request, once seen
 }
 
-func (w *watcher) observe(it FeedItem) (index.Claim, bool) {
+// observe applies one feed item and returns the claims it makes.
+func (w *watcher) observe(it FeedItem) []index.Claim {
+	switch it.Kind {
+	case FeedWatchError:
+		w.lastFailed = it.At
+		return nil
+	case FeedResync:
+		at := it.At - w.lag
+		if w.lastFailed >= at {
+			return nil // the cache may be stale: held back
+		}
+		var claims []index.Claim
+		keep := w.cached[:0]
+		for _, pod := range w.cached {
+			if s := &w.state[pod]; s.known && !s.done {
+				keep = append(keep, pod)
+				claims = w.extend(claims, pod, s.capped(at), it.At)
+			}
+		}
+		w.cached = keep
+		return claims
+	}
 	s := &w.state[it.Pod]
+	p := &w.t.Pods[it.Pod]
+	off := w.t.Offsets[p.Node]
+	switch it.Kind {
+	case FeedUnknownDelete:
+		s.known, s.done = false, true
+		return nil
+	case FeedDeleted:
+		if p.Job && !p.Running && it.Of >= p.End {
+			return w.complete(it) // a completed job's delete shows it completed
+		}
+	case FeedCompleted:
+		return w.complete(it)
+	}
 	if s.done {
-		return index.Claim{}, false
+		return nil
 	}
-	if it.Kind != FeedRunning {
-		s.done = true
-		return index.Claim{}, false
+	if p.Terminating > 0 && it.Of >= p.Terminating && (s.until == 0 || p.Terminating < s.until) {
+		s.until = p.Terminating // deletionTimestamp less the grace period, stamped by the API server
 	}
-	if s.first == 0 {
-		s.first = it.At
+	at := s.capped(it.At - w.margin)
+	if !s.known {
+		s.known = true
+		s.start = min(p.Start+off, at)
+		s.end = s.start
+		w.cached = append(w.cached, it.Pod)
 	}
-	end := it.At - w.margin
-	if end < s.first {
-		return index.Claim{}, false
+	claims := w.extend(nil, it.Pod, at, it.At)
+	if it.Kind == FeedDeleted {
+		s.known, s.done = false, true
 	}
-	p := &w.pods[it.Pod]
-	return index.Claim{IP: p.IP, Start: s.first, End: end, Owner: p.W, Evidence: index.EvidencePodEvent, Seen: it.At}, true
+	return claims
+}
+
+// complete closes a completed pod's range at its finish, never later than the observation.
+func (w *watcher) complete(it FeedItem) []index.Claim {
+	s := &w.state[it.Pod]
+	p := &w.t.Pods[it.Pod]
+	if !s.known || s.done {
+		return nil
+	}
+	end := min(s.capped(it.At-w.margin), p.End+w.t.Offsets[p.Node])
+	s.done = true
+	return w.extend(nil, it.Pod, end, it.At)
+}
+
+func (s *watchState) capped(at int64) int64 {
+	if s.until != 0 && s.until < at {
+		return s.until
+	}
+	return at
+}
+
+// extend claims [start, end) when end moves the pod's range on (or it was never claimed).
+func (w *watcher) extend(claims []index.Claim, pod int32, end, seen int64) []index.Claim {
+	s := &w.state[pod]
+	if end < s.start || s.claimed && end <= s.end {
+		return claims
+	}
+	s.end, s.claimed = end, true
+	p := &w.t.Pods[pod]
+	return append(claims, index.Claim{IP: p.IP, Start: s.start, End: end, Owner: p.W, Evidence: index.EvidencePodEvent, Seen: seen})
 }
 
 // heartbeatStrategy is flowlens: every arrived record is a heartbeat; a record's remote side is
@@ -272,15 +352,18 @@ type eventOpen struct {
 func (e *eventOpen) advance(int64)     {}
 func (e *eventOpen) claim(index.Claim) {}
 func (e *eventOpen) observe(it FeedItem) {
-	if e.done[it.Pod] {
+	if it.Pod < 0 || e.done[it.Pod] {
 		return
 	}
+	e.done[it.Pod] = it.Kind != FeedUpdate
 	if e.first[it.Pod] == 0 {
+		if e.done[it.Pod] {
+			return // first seen completed or gone: never believed to hold the IP
+		}
 		e.first[it.Pod] = it.At
 		e.believed = append(e.believed, it.Pod)
 	}
 	e.extend(it.Pod, it.At)
-	e.done[it.Pod] = it.Kind != FeedRunning
 }
 
 func (e *eventOpen) extend(pod int32, to int64) {
@@ -305,12 +388,14 @@ func (e *eventOpen) arrive(now int64, recs []flow.Record, ids []int) {
 }
 
 // latestOwner keeps an IP → pod map that every event showing a pod with its IP overwrites (a completed
-// pod still shows its IP) and a pod's removal clears, and attributes a record to whoever the map names
-// when it arrives, with no notion of time. Addresses not in the map go to services and CIDRs.
+// pod still shows its IP, and a resync replays every cached pod, in no particular order) and a pod's
+// deletion clears, and attributes a record to whoever the map names when it arrives, with no notion of
+// time. Addresses not in the map go to services and CIDRs.
 type latestOwner struct {
 	pods   []Pod
 	owner  map[netip.Addr]int32
-	gone   map[int32]bool // removals seen: a late event of a removed pod is not believed
+	gone   map[int32]bool // deletions seen: a late event of a deleted pod is not believed
+	cached []int32
 	static *index.Index
 	out    []decision
 }
@@ -318,11 +403,31 @@ type latestOwner struct {
 func (l *latestOwner) advance(int64)     {}
 func (l *latestOwner) claim(index.Claim) {}
 func (l *latestOwner) observe(it FeedItem) {
-	if l.gone[it.Pod] {
+	switch {
+	case it.Kind == FeedResync:
+		keep := l.cached[:0]
+		for _, pod := range l.cached {
+			if !l.gone[pod] {
+				keep = append(keep, pod)
+			}
+		}
+		l.cached = keep
+		// A cache's order is a map's: scramble it, deterministically.
+		order := slices.Clone(keep)
+		h := func(pod int32) uint64 { return (uint64(pod) ^ uint64(it.At)) * 0x9e3779b97f4a7c15 }
+		slices.SortFunc(order, func(a, b int32) int { return cmp.Compare(h(a), h(b)) })
+		for _, pod := range order {
+			l.owner[l.pods[pod].IP] = pod
+		}
+		return
+	case it.Pod < 0 || l.gone[it.Pod]:
 		return
 	}
 	ip := l.pods[it.Pod].IP
-	if it.Kind == FeedRemoved {
+	if !slices.Contains(l.cached, it.Pod) {
+		l.cached = append(l.cached, it.Pod)
+	}
+	if it.Kind == FeedDeleted || it.Kind == FeedUnknownDelete {
 		l.gone[it.Pod] = true
 		if o, ok := l.owner[ip]; ok && o == it.Pod {
 			delete(l.owner, ip)

@@ -128,14 +128,14 @@ func (r *Report) Write(w io.Writer) error {
 	ew := &errWriter{w: w}
 	ew.printf("attribution benchmark: seed %d, %v of virtual time, %d nodes, pool of %d pod IPs (reuse after %v-%v)\n",
 		c.Seed, c.Duration, c.Nodes, c.PoolSize, c.ReuseDelayMin, c.ReuseDelayMax)
-	ew.printf("exporters flush every %v (±%.0f%%), batches lost %.1f%% / reordered %.1f%%, final flush lost %.1f%%; events lost %.1f%%, delay %v-%v (%.0f%% up to %v), relist every %v\n",
+	ew.printf("exporters flush every %v (±%.0f%%), batches lost %.1f%% / reordered %.1f%%, final flush lost %.1f%%; watch events delayed %v-%v (%.0f%% up to %v), lost %.1f%%; resync every %v (lag %v)\n",
 		c.FlushInterval, c.FlushJitter*100, c.BatchLoss*100, c.BatchReorder*100, c.FinalFlushLoss*100,
-		c.EventLoss*100, c.EventDelayMin, c.EventDelayTypical, c.EventTail*100, c.EventDelayMax, c.ResyncInterval)
-	ew.printf("collector: merge gap %v, deadline %v after arrival, event claims end %v before the latest observation\n",
+		c.EventDelayMin, c.EventDelayTypical, c.EventTail*100, c.EventDelayMax, c.EventLoss*100, c.ResyncInterval, c.ResyncLag)
+	ew.printf("collector: merge gap %v, deadline %v after arrival, event margin %v\n",
 		c.MergeGap, c.deadline(), c.EventMargin)
-	ew.printf("trace: %d pods (%d jobs), %d IP reuses (gap min %v, median %v), %d connections, %d records sent, %d arrived (%d of %d batches lost), %d watch events (%d lost), %d relists\n\n",
+	ew.printf("trace: %d pods (%d jobs), %d IP reuses (gap min %v, median %v), %d connections, %d records sent, %d arrived (%d of %d batches lost), %d watch events (%d lost to watch failures), %d resyncs\n\n",
 		s.Pods, s.JobPods, s.Reuses, s.ReuseGapMin.Round(time.Millisecond), s.ReuseGapMedian.Round(time.Millisecond),
-		s.Conns, s.Records, s.Arrived, s.Lost, s.Batches, s.Events, s.EventsLost, s.Relists)
+		s.Conns, s.Records, s.Arrived, s.Lost, s.Batches, s.Events, s.EventsLost, s.Resyncs)
 	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "strategy\tflows\tcorrect\tmisattributed\tunattributed\tedges\tcorrect\tmisattributed\tunattributed\t")
 	for _, res := range r.Results {

@@ -76,20 +76,24 @@ type Batch struct {
 	Recs          []Rec
 }
 
-// FeedKind is what one event says about a pod.
+// FeedKind is what one feed item says.
 type FeedKind uint8
 
 const (
-	FeedRunning   FeedKind = iota // the pod runs with its IP (assigned, ready, terminating, or a relist)
-	FeedCompleted                 // the pod completed; the API still shows its IP
-	FeedRemoved                   // the pod object is gone
+	FeedUpdate        FeedKind = iota // the pod as of Of: running with its IP (deletion requested if Of >= Terminating)
+	FeedCompleted                     // the pod completed; the API still shows its IP
+	FeedDeleted                       // the pod object was deleted; its final state is as of Of
+	FeedUnknownDelete                 // a relist found the pod gone: deleted at an unknown time
+	FeedWatchError                    // the watch failed (Pod is -1)
+	FeedResync                        // the watcher's periodic resync (Pod is -1)
 )
 
-// FeedItem is one event as the collector receives it, at At.
+// FeedItem is one item as the collector's watcher receives it, at At. Of is the true time of the
+// state it shows.
 type FeedItem struct {
-	At   int64
-	Pod  int32
-	Kind FeedKind
+	At, Of int64
+	Pod    int32
+	Kind   FeedKind
 }
 
 // TraceStats describes a trace.
@@ -101,20 +105,35 @@ type TraceStats struct {
 	Conns              int
 	Records, Arrived   int // records sent, and in batches that arrived
 	Batches, Lost      int
-	Events, EventsLost int // watch events sent by the API (relists not counted), and lost
-	Relists            int
+	Events, EventsLost int // watch events, and those lost to a watch failure (each followed by a relist)
+	Resyncs            int
 }
 
 // Record is r as its exporter reported it.
 func (t *Trace) Record(r Rec) flow.Record {
 	c := &t.Conns[r.Conn]
 	client := &t.Pods[c.Client]
+	// Counters as the kernel reports them: a handshake that never completed has no RTT sample and
+	// has received nothing (a refusal is one RST).
+	segsSent, segsRecv, srtt := uint32(3), uint32(3), uint32(2*c.Latency/1000+1)
+	var errno string
+	if c.Close == flow.CloseConnectFailed {
+		segsSent, segsRecv, srtt = 1, 0, 0
+		if c.Truth != (flow.Workload{}) {
+			segsRecv = 1
+			if r.Close != flow.CloseActive {
+				errno = "ECONNREFUSED"
+			}
+		} else if r.Close != flow.CloseActive {
+			errno = "ETIMEDOUT"
+		}
+	}
 	if !r.Server {
 		off := t.Offsets[client.Node]
 		return flow.Record{
 			LocalAddr: client.IP, LocalPort: c.ClientPort, RemoteAddr: c.Dialled, RemotePort: c.ServerPort,
-			Role: flow.RoleClient, StartTime: c.Start + off, EndTime: r.End + off, Close: r.Close,
-			LocalWorkload: client.W,
+			Role: flow.RoleClient, StartTime: c.Start + off, EndTime: r.End + off, Close: r.Close, Error: errno,
+			SegsSent: segsSent, SegsReceived: segsRecv, SrttUs: srtt, MinRttUs: srtt, LocalWorkload: client.W,
 		}
 	}
 	server := &t.Pods[c.Server]
@@ -122,7 +141,7 @@ func (t *Trace) Record(r Rec) flow.Record {
 	return flow.Record{
 		LocalAddr: server.IP, LocalPort: c.ServerPort, RemoteAddr: client.IP, RemotePort: c.ClientPort,
 		Role: flow.RoleServer, StartTime: c.Start + c.Latency + off, EndTime: r.End + off, Close: r.Close,
-		LocalWorkload: server.W,
+		SegsSent: segsRecv, SegsReceived: segsSent, SrttUs: srtt, MinRttUs: srtt, LocalWorkload: server.W,
 	}
 }
 
@@ -585,68 +604,66 @@ func (g *gen) flushes() {
 	})
 }
 
-// events makes the Kubernetes feed: per pod, watch events (assigned, ready, terminating: running;
-// completed; removed), each delayed or lost, plus a relist every resync interval. The watch delivers
-// one pod's events in order, so a late event holds back that pod's later ones.
+// events makes the Kubernetes feed as an informer delivers it: per pod, watch events (assigned,
+// ready, terminating: updates; completed; deleted), each delayed, in order per pod (a late event holds
+// back that pod's later ones). A lost event is a watch failure: the watcher sees the error, and a relist
+// shows the pod's state at that moment, or that it is gone. Resync ticks come every ResyncInterval.
 func (g *gen) events() {
 	cfg, t := g.cfg, g.t
 	type ev struct {
-		at, lat int64 // true time; lat >= 0 for a relist item (its latency), -1 for a watch event
-		kind    FeedKind
+		at   int64
+		kind FeedKind
 	}
-	var relists []struct{ at, lat int64 }
-	for at := t.Start + int64(cfg.ResyncInterval); at < t.End; at += int64(cfg.ResyncInterval) {
-		relists = append(relists, struct{ at, lat int64 }{at, g.uniform(0, cfg.ResyncLatency)})
-	}
-	t.Stats.Relists = len(relists)
 	for pi := range t.Pods {
 		p := &t.Pods[pi]
 		if p.Start == 0 {
 			continue
 		}
-		evs := []ev{{p.Start, -1, FeedRunning}}
-		if p.Ready > 0 && p.Ready > p.Start {
-			evs = append(evs, ev{p.Ready, -1, FeedRunning})
+		evs := []ev{{p.Start, FeedUpdate}}
+		if p.Ready > p.Start {
+			evs = append(evs, ev{p.Ready, FeedUpdate})
 		}
 		if p.Terminating > 0 {
-			evs = append(evs, ev{p.Terminating, -1, FeedRunning})
+			evs = append(evs, ev{p.Terminating, FeedUpdate})
 		}
 		if p.Job && !p.Running {
-			evs = append(evs, ev{p.End, -1, FeedCompleted})
+			evs = append(evs, ev{p.End, FeedCompleted})
 		}
 		if p.Removed > 0 {
-			evs = append(evs, ev{p.Removed, -1, FeedRemoved})
+			evs = append(evs, ev{p.Removed, FeedDeleted})
 		}
-		for _, r := range relists {
-			switch {
-			case r.at < p.Start || p.Removed > 0 && r.at >= p.Removed:
-			case r.at < p.End || p.Running:
-				evs = append(evs, ev{r.at, r.lat, FeedRunning})
-			default:
-				evs = append(evs, ev{r.at, r.lat, FeedCompleted})
-			}
-		}
-		slices.SortStableFunc(evs, func(a, b ev) int { return cmp.Compare(a.at, b.at) })
 		var last int64
 		for _, e := range evs {
-			delay := e.lat
-			if e.lat < 0 {
-				t.Stats.Events++
-				if g.chance(cfg.EventLoss) {
-					t.Stats.EventsLost++
-					continue
-				}
-				delay = g.eventDelay()
+			t.Stats.Events++
+			last = max(last, e.at+g.eventDelay())
+			if !g.chance(cfg.EventLoss) {
+				t.Feed = append(t.Feed, FeedItem{At: last, Of: e.at, Pod: int32(pi), Kind: e.kind})
+				continue
 			}
-			last = max(last, e.at+delay)
-			t.Feed = append(t.Feed, FeedItem{At: last, Pod: int32(pi), Kind: e.kind})
+			t.Stats.EventsLost++
+			t.Feed = append(t.Feed, FeedItem{At: last, Pod: -1, Kind: FeedWatchError})
+			last += g.uniform(0, cfg.RelistLatency)
+			relist := FeedItem{At: last, Of: last, Pod: int32(pi), Kind: FeedUpdate}
+			switch {
+			case p.Removed > 0 && last >= p.Removed:
+				relist.Kind = FeedUnknownDelete
+			case p.Job && !p.Running && last >= p.End:
+				relist.Kind = FeedCompleted
+			case last >= t.End:
+				continue
+			}
+			t.Feed = append(t.Feed, relist)
 		}
 	}
-	// Different pods' items that arrive together (a relist) come in a random order, as a map's would;
-	// one pod's keep theirs (the sort is stable).
-	order := g.rng.Perm(len(t.Pods))
+	for at := t.Start + int64(cfg.ResyncInterval); at < t.End; at += int64(cfg.ResyncInterval) {
+		t.Feed = append(t.Feed, FeedItem{At: at, Of: at, Pod: -1, Kind: FeedResync})
+		t.Stats.Resyncs++
+	}
+	// Items of different pods that arrive at the same moment come in a random order; one pod's keep
+	// theirs (the sort is stable).
+	order := g.rng.Perm(len(t.Pods) + 1)
 	slices.SortStableFunc(t.Feed, func(a, b FeedItem) int {
-		return cmp.Or(cmp.Compare(a.At, b.At), cmp.Compare(order[a.Pod], order[b.Pod]))
+		return cmp.Or(cmp.Compare(a.At, b.At), cmp.Compare(order[a.Pod+1], order[b.Pod+1]))
 	})
 }
 
