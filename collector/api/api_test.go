@@ -3,7 +3,6 @@ package api_test
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -22,21 +21,14 @@ func node(w flow.Workload) store.Node {
 	return store.Node{Name: w.Name, Namespace: w.Namespace, Cluster: w.Cluster}
 }
 
-// roundRTT makes interpolated percentiles comparable exactly.
-func roundRTT(es []store.Edge) []store.Edge {
-	for i := range es {
-		for _, p := range []*float64{&es[i].RTTP50us, &es[i].RTTP90us, &es[i].RTTP99us} {
-			*p = math.Round(*p*1000) / 1000
-		}
-	}
-	return es
-}
 
 var (
-	unownedToAPI = store.Edge{Client: store.Node{}, Server: node(apitest.API), Flows: 1, BytesToServer: 50, BytesToClient: 5, Resets: 1, RTTP50us: 900, RTTP90us: 900, RTTP99us: 900}
-	webToAPI     = store.Edge{Client: node(apitest.Web), Server: node(apitest.API), Flows: 1, BytesToServer: 1000, Timeouts: 1, RTTP50us: 500, RTTP90us: 500, RTTP99us: 500}
-	webToCache   = store.Edge{Client: node(apitest.Web), Server: node(apitest.Cache), Flows: 1, BytesToServer: 10, RTTP50us: 700, RTTP90us: 700, RTTP99us: 700}
-	webToDB      = store.Edge{Client: node(apitest.Web), Server: node(apitest.DB), Flows: 5, BytesToServer: 600, BytesToClient: 60, ConnectFailures: 2, RTTP50us: 2000, RTTP90us: 2800, RTTP99us: 2980}
+	rtt          = store.ApproxRTT
+	unownedToAPI = store.Edge{Client: store.Node{}, Server: node(apitest.API), Flows: 1, BytesToServer: 50, BytesToClient: 5, Resets: 1, RTTP50us: rtt(900), RTTP90us: rtt(900), RTTP99us: rtt(900)}
+	webToAPI     = store.Edge{Client: node(apitest.Web), Server: node(apitest.API), Flows: 1, BytesToServer: 1000, Timeouts: 1, RTTP50us: rtt(500), RTTP90us: rtt(500), RTTP99us: rtt(500)}
+	webToCache   = store.Edge{Client: node(apitest.Web), Server: node(apitest.Cache), Flows: 1, BytesToServer: 10, RTTP50us: rtt(700), RTTP90us: rtt(700), RTTP99us: rtt(700)}
+	// srtt 1000, 2000, 3000 and two failed connects without one: nearest rank.
+	webToDB = store.Edge{Client: node(apitest.Web), Server: node(apitest.DB), Flows: 5, BytesToServer: 600, BytesToClient: 60, ConnectFailures: 2, RTTP50us: rtt(2000), RTTP90us: rtt(3000), RTTP99us: rtt(3000)}
 )
 
 func TestEndpoints(t *testing.T) {
@@ -55,7 +47,7 @@ func TestEndpoints(t *testing.T) {
 		var d api.DepsResponse
 		get("/api/v1/deps", &d)
 		want := []store.Edge{unownedToAPI, webToAPI, webToCache, webToDB}
-		if !reflect.DeepEqual(roundRTT(d.Edges), want) {
+		if !reflect.DeepEqual(d.Edges, want) {
 			t.Fatalf("edges\n got %+v\nwant %+v", d.Edges, want)
 		}
 		wantNodes := []store.Node{{}, node(apitest.API), node(apitest.Cache), node(apitest.DB), node(apitest.Web)}
@@ -67,7 +59,7 @@ func TestEndpoints(t *testing.T) {
 		}
 		// A namespace narrows to the edges touching it; a wider window takes in the old flow.
 		get("/api/v1/deps?namespace=infra", &d)
-		if !reflect.DeepEqual(roundRTT(d.Edges), []store.Edge{webToCache}) {
+		if !reflect.DeepEqual(d.Edges, []store.Edge{webToCache}) {
 			t.Fatalf("infra edges %+v", d.Edges)
 		}
 		get("/api/v1/deps?from=-3h&namespace=data", &d)
@@ -78,18 +70,18 @@ func TestEndpoints(t *testing.T) {
 	t.Run("top", func(t *testing.T) {
 		var e api.EdgesResponse
 		get("/api/v1/top?limit=2", &e)
-		if e.By != "bytes" || !reflect.DeepEqual(roundRTT(e.Edges), []store.Edge{webToAPI, webToDB}) {
+		if e.By != "bytes" || !reflect.DeepEqual(e.Edges, []store.Edge{webToAPI, webToDB}) {
 			t.Fatalf("top bytes %+v", e)
 		}
 		get("/api/v1/top?by=flows", &e)
-		if !reflect.DeepEqual(roundRTT(e.Edges), []store.Edge{webToDB, unownedToAPI, webToAPI, webToCache}) {
+		if !reflect.DeepEqual(e.Edges, []store.Edge{webToDB, unownedToAPI, webToAPI, webToCache}) {
 			t.Fatalf("top flows %+v", e.Edges)
 		}
 	})
 	t.Run("failing", func(t *testing.T) {
 		var e api.EdgesResponse
 		get("/api/v1/failing", &e)
-		if !reflect.DeepEqual(roundRTT(e.Edges), []store.Edge{webToDB, unownedToAPI, webToAPI}) {
+		if !reflect.DeepEqual(e.Edges, []store.Edge{webToDB, unownedToAPI, webToAPI}) {
 			t.Fatalf("failing %+v", e.Edges)
 		}
 	})
@@ -100,13 +92,13 @@ func TestEndpoints(t *testing.T) {
 			from.Client, from.Server = store.Node{Namespace: c}, store.Node{Namespace: s}
 			return from
 		}
-		if e.By != "namespace" || !reflect.DeepEqual(roundRTT(e.Edges), []store.Edge{ns("shop", "data", webToDB), ns("shop", "infra", webToCache)}) {
+		if e.By != "namespace" || !reflect.DeepEqual(e.Edges, []store.Edge{ns("shop", "data", webToDB), ns("shop", "infra", webToCache)}) {
 			t.Fatalf("cross namespace %+v", e)
 		}
 		get("/api/v1/cross?by=cluster", &e)
 		want := webToCache
 		want.Client, want.Server = store.Node{Cluster: "c1"}, store.Node{Cluster: "c2"}
-		if !reflect.DeepEqual(roundRTT(e.Edges), []store.Edge{want}) {
+		if !reflect.DeepEqual(e.Edges, []store.Edge{want}) {
 			t.Fatalf("cross cluster %+v", e.Edges)
 		}
 	})

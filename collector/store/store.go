@@ -33,6 +33,9 @@ type Config struct {
 	// BatchRetention is how long the keys of stored batches are kept for de-duplication after a
 	// restart; default 1 hour (an exporter gives up resending well before that).
 	BatchRetention time.Duration
+	// RollupInterval is how often the store extends the graph queries' per-minute rollup; default 10 s,
+	// negative: never (only Expire and Rollup do).
+	RollupInterval time.Duration
 }
 
 // Default retentions.
@@ -84,6 +87,11 @@ type Store struct {
 	wids   map[uint64]struct{} // the workloads table's ids
 	nextID int64
 	npend  int64
+
+	watermark int64              // the rollup covers end times below this
+	dirty     map[int64]struct{} // rolled-up minutes changed since
+	stop      chan struct{}      // stops the rollup loop
+	loopDone  chan struct{}
 }
 
 type metrics struct {
@@ -145,10 +153,17 @@ func Open(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Store, error
 		return nil, fmt.Errorf("open store %s: %w", cfg.Path, err)
 	}
 	s := &Store{cfg: cfg, log: log, m: newMetrics(reg), connector: connector, db: sql.OpenDB(connector),
-		open: make(map[connKey]openEntry), wids: make(map[uint64]struct{})}
+		open: make(map[connKey]openEntry), wids: make(map[uint64]struct{}), dirty: make(map[int64]struct{})}
 	if err := s.init(); err != nil {
 		s.Close()
 		return nil, err
+	}
+	if cfg.RollupInterval == 0 {
+		cfg.RollupInterval = 10 * time.Second
+	}
+	if cfg.RollupInterval > 0 {
+		s.stop, s.loopDone = make(chan struct{}), make(chan struct{})
+		go s.rollupLoop(cfg.RollupInterval, s.stop, s.loopDone)
 	}
 	log.Info("store open", zap.String("path", cfg.Path), zap.Int("open_connections", len(s.open)),
 		zap.Int64("pending", s.npend), zap.Duration("retention", cfg.Retention))
@@ -161,7 +176,7 @@ func (s *Store) init() error {
 	if s.wconn, err = s.db.Conn(ctx); err != nil {
 		return fmt.Errorf("store connection: %w", err)
 	}
-	for _, q := range schema() {
+	for _, q := range append(schema(), rollupSchema()...) {
 		if _, err := s.wconn.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("store schema: %w", err)
 		}
@@ -188,11 +203,19 @@ func (s *Store) init() error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("store workloads: %w", err)
 	}
+	if err := s.loadRollupState(ctx); err != nil {
+		return err
+	}
 	return s.loadOpen(ctx)
 }
 
 // Close closes the store. Writes in progress finish first.
 func (s *Store) Close() error {
+	if s.stop != nil {
+		close(s.stop)
+		<-s.loopDone
+		s.stop = nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error
@@ -264,7 +287,7 @@ func (s *Store) RecentBatches(ctx context.Context, since time.Time) ([]BatchKey,
 }
 
 // Expire drops the flows whose end_time is older than the retention and the batch keys older than
-// the batch retention, and returns how many flows it dropped. Pending records are not expired here:
+// the batch retention, and returns how many flows it dropped. It also extends the rollup. Pending records are not expired here:
 // the pipeline stores them as UNATTRIBUTED when their deadline passes.
 func (s *Store) Expire(ctx context.Context, now time.Time) (int64, error) {
 	s.mu.Lock()
@@ -289,5 +312,20 @@ func (s *Store) Expire(ctx context.Context, now time.Time) (int64, error) {
 		}
 	}
 	s.m.expired.Add(float64(n))
+	if _, err := s.wconn.ExecContext(ctx, `DELETE FROM edges_minute WHERE minute < ?`, cutoff-cutoff%minuteNs); err != nil {
+		s.m.errors.WithLabelValues("expire").Inc()
+		return n, fmt.Errorf("expire rollup: %w", err)
+	}
+	// The flows of the oldest kept minute that were just dropped are in its rolled-up sums still.
+	if cutoff%minuteNs != 0 && cutoff-cutoff%minuteNs < s.watermark {
+		s.dirty[cutoff-cutoff%minuteNs] = struct{}{}
+		if _, err := s.wconn.ExecContext(ctx, `INSERT INTO dirty_minutes VALUES (?)`, cutoff-cutoff%minuteNs); err != nil {
+			return n, fmt.Errorf("expire rollup: %w", err)
+		}
+	}
+	if err := s.rollup(ctx, now); err != nil {
+		s.m.errors.WithLabelValues("rollup").Inc()
+		return n, fmt.Errorf("rollup: %w", err)
+	}
 	return n, nil
 }

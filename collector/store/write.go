@@ -78,6 +78,8 @@ type planRow struct {
 type plan struct {
 	rows       []planRow
 	deletes    []int64 // ids of stored rows superseded by this write
+	deleteEnds []int64 // their end times
+	dirty      []int64 // rolled-up minutes this write changes
 	stale      int     // records older than the row already stored for their connection: dropped
 	superseded int
 	open       map[connKey]*openEntry // index updates: nil deletes the key
@@ -157,12 +159,20 @@ func (s *Store) plan(ctx context.Context, flows []flow.Enriched) (*plan, error) 
 				p.rows[c.pos].skip = true
 			} else {
 				p.deletes = append(p.deletes, c.id)
+				p.deleteEnds = append(p.deleteEnds, c.end)
 			}
 		}
 		cur[k] = stored{id: p.nextID, end: f.EndTime, final: final, pos: len(p.rows)}
 		p.rows = append(p.rows, planRow{flow: i, id: p.nextID})
 		p.nextID++
 	}
+	ends := p.deleteEnds
+	for _, r := range p.rows {
+		if !r.skip && flows[r.flow].EndTime < s.watermark {
+			ends = append(ends, flows[r.flow].EndTime)
+		}
+	}
+	p.dirty = s.dirtyMinutes(ends)
 	if len(cur) > 0 {
 		p.open = make(map[connKey]*openEntry, len(cur))
 		for k, c := range cur {
@@ -297,6 +307,9 @@ func (s *Store) apply(p *plan, pendingDelta int64) {
 			s.open[k] = *e
 		}
 	}
+	for _, m := range p.dirty {
+		s.dirty[m] = struct{}{}
+	}
 	s.npend += pendingDelta
 	s.m.pending.Set(float64(s.npend))
 }
@@ -324,6 +337,11 @@ func (s *Store) commit(ctx context.Context, w Write, p *plan) (resolved int64, e
 	if len(p.deletes) > 0 {
 		if err := s.deleteIDs(ctx, p.deletes); err != nil {
 			return 0, err
+		}
+	}
+	if len(p.dirty) > 0 {
+		if _, err := c.ExecContext(ctx, `INSERT INTO dirty_minutes SELECT unnest([`+intList(p.dirty)+`])`); err != nil {
+			return 0, fmt.Errorf("mark rolled-up minutes: %w", err)
 		}
 	}
 	now := time.Now().UnixNano()
