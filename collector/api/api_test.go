@@ -21,7 +21,6 @@ func node(w flow.Workload) store.Node {
 	return store.Node{Name: w.Name, Namespace: w.Namespace, Cluster: w.Cluster}
 }
 
-
 var (
 	rtt          = store.ApproxRTT
 	unownedToAPI = store.Edge{Client: store.Node{}, Server: node(apitest.API), Flows: 1, BytesToServer: 50, BytesToClient: 5, Resets: 1, RTTP50us: rtt(900), RTTP90us: rtt(900), RTTP99us: rtt(900)}

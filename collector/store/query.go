@@ -127,15 +127,15 @@ type Node struct {
 // Edge is the traffic from Client's workload to Server's over a time window, each connection
 // counted once.
 type Edge struct {
-	Client          Node    `json:"client"`
-	Server          Node    `json:"server"`
-	Flows           int64   `json:"flows"`
-	BytesToServer   uint64  `json:"bytes_to_server"`
-	BytesToClient   uint64  `json:"bytes_to_client"`
-	ConnectFailures int64   `json:"connect_failures"`
-	Resets          int64   `json:"resets"`
-	Timeouts        int64   `json:"timeouts"`
-	Retransmits     uint64  `json:"retransmits"`
+	Client          Node   `json:"client"`
+	Server          Node   `json:"server"`
+	Flows           int64  `json:"flows"`
+	BytesToServer   uint64 `json:"bytes_to_server"`
+	BytesToClient   uint64 `json:"bytes_to_client"`
+	ConnectFailures int64  `json:"connect_failures"`
+	Resets          int64  `json:"resets"`
+	Timeouts        int64  `json:"timeouts"`
+	Retransmits     uint64 `json:"retransmits"`
 	// Percentiles of the connections' smoothed RTT (those that have one: not failed connects), from a
 	// histogram with 8 buckets per power of two: within 4.5 % (see ApproxRTT).
 	RTTP50us float64 `json:"rtt_p50_us"`
@@ -156,4 +156,3 @@ type EdgeQuery struct {
 	OrderBy string // "" (client, server), "bytes", "flows" or "failures" (failing edges only)
 	Limit   int    // 0: all
 }
-

@@ -180,7 +180,7 @@ func (s *Store) rollup(ctx context.Context, now time.Time) (err error) {
 		if _, err := s.wconn.ExecContext(ctx, `DELETE FROM edges_minute WHERE minute IN (`+list+`)`); err != nil {
 			return err
 		}
-		if err := build(`end_time // 60000000000 * 60000000000 IN (` + list + `) AND end_time >= ? AND end_time < ?`,
+		if err := build(`end_time // 60000000000 * 60000000000 IN (`+list+`) AND end_time >= ? AND end_time < ?`,
 			slices.Min(dirty), slices.Max(dirty)+minuteNs); err != nil {
 			return err
 		}
