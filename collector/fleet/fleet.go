@@ -133,3 +133,28 @@ func Decode(data []byte) ([]flow.Enriched, error) {
 	}
 	return out, nil
 }
+
+// Group is the records of one exporter under one key (a subject or a Kafka key), in input order.
+type Group struct {
+	Key, Exporter string
+	Records       []flow.Enriched
+}
+
+// GroupBy splits recs by key(r) and exporter, keeping the first-seen order of groups and the input order
+// of records within each.
+func GroupBy(recs []flow.Enriched, key func(*flow.Enriched) string) []Group {
+	type k struct{ key, exporter string }
+	at := map[k]int{}
+	var out []Group
+	for i := range recs {
+		kk := k{key(&recs[i]), recs[i].ExporterID}
+		j, ok := at[kk]
+		if !ok {
+			j = len(out)
+			at[kk] = j
+			out = append(out, Group{Key: kk.key, Exporter: kk.exporter})
+		}
+		out[j].Records = append(out[j].Records, recs[i])
+	}
+	return out
+}

@@ -93,7 +93,7 @@ type Publisher struct {
 	js  jetstream.JetStream
 	cfg Config
 	log *zap.Logger
-	m   metrics
+	m   fleet.OutputMetrics
 }
 
 // New creates or updates the stream and returns a publisher on js (see fleet.Connect). It fails when
@@ -106,7 +106,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, log *zap.Logge
 	if _, err := js.CreateOrUpdateStream(ctx, cfg.StreamConfig()); err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", cfg.Stream, err)
 	}
-	m, err := newMetrics(reg)
+	m, err := fleet.NewOutputMetrics(reg, "nats")
 	if err != nil {
 		return nil, err
 	}
@@ -135,8 +135,8 @@ func (p *Publisher) Publish(ctx context.Context, recs []flow.Enriched) error {
 	}
 	start := time.Now()
 	type pending struct {
-		f       jetstream.PubAckFuture
-		records int
+		f             jetstream.PubAckFuture
+		records, size int
 	}
 	var (
 		sent  []pending
@@ -144,22 +144,20 @@ func (p *Publisher) Publish(ctx context.Context, recs []flow.Enriched) error {
 		total int
 	)
 	fail := func(n int, err error) {
-		p.m.records.WithLabelValues("error").Add(float64(n))
-		p.m.messages.WithLabelValues("error").Inc()
+		p.m.Done("error", n, 0)
 		errs = append(errs, err)
 	}
 	limit := p.maxMessageBytes()
-	for _, g := range group(recs, p.Subject) {
-		for _, msg := range fleet.Encode(g.exporter, g.subject, g.recs, limit) {
+	for _, g := range fleet.GroupBy(recs, p.Subject) {
+		for _, msg := range fleet.Encode(g.Exporter, g.Key, g.Records, limit) {
 			total++
-			m := &nats.Msg{Subject: g.subject, Data: msg.Data, Header: nats.Header{fleet.SchemaHeader: []string{fleet.Schema}}}
+			m := &nats.Msg{Subject: g.Key, Data: msg.Data, Header: nats.Header{fleet.SchemaHeader: []string{fleet.Schema}}}
 			f, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(msg.ID), jetstream.WithExpectStream(p.cfg.Stream))
 			if err != nil {
-				fail(msg.Records, fmt.Errorf("publish to %s: %w", g.subject, err))
+				fail(msg.Records, fmt.Errorf("publish to %s: %w", g.Key, err))
 				continue
 			}
-			p.m.bytes.Add(float64(len(msg.Data)))
-			sent = append(sent, pending{f, msg.Records})
+			sent = append(sent, pending{f, msg.Records, len(msg.Data)})
 		}
 	}
 	for _, s := range sent {
@@ -169,15 +167,14 @@ func (p *Publisher) Publish(ctx context.Context, recs []flow.Enriched) error {
 			if ack.Duplicate {
 				result = "duplicate"
 			}
-			p.m.records.WithLabelValues(result).Add(float64(s.records))
-			p.m.messages.WithLabelValues(result).Inc()
+			p.m.Done(result, s.records, s.size)
 		case err := <-s.f.Err():
 			fail(s.records, fmt.Errorf("publish to %s: %w", s.f.Msg().Subject, err))
 		case <-ctx.Done():
 			fail(s.records, fmt.Errorf("publish to %s: no ack: %w", s.f.Msg().Subject, ctx.Err()))
 		}
 	}
-	p.m.seconds.Observe(time.Since(start).Seconds())
+	p.m.Seconds.Observe(time.Since(start).Seconds())
 	if len(errs) > 0 {
 		// The first error says why; the rest are nearly always the same cause.
 		return fmt.Errorf("nats flows: %d of %d messages not acknowledged, first: %w", len(errs), total, errs[0])
@@ -192,27 +189,4 @@ func (p *Publisher) maxMessageBytes() int {
 		limit = max(int(mp)-4096, 1024)
 	}
 	return limit
-}
-
-type groupOf struct {
-	subject, exporter string
-	recs              []flow.Enriched
-}
-
-// group splits recs by subject and exporter, keeping first-seen order of groups and records.
-func group(recs []flow.Enriched, subject func(*flow.Enriched) string) []groupOf {
-	type key struct{ subject, exporter string }
-	idx := map[key]int{}
-	var out []groupOf
-	for i := range recs {
-		k := key{subject(&recs[i]), recs[i].ExporterID}
-		j, ok := idx[k]
-		if !ok {
-			j = len(out)
-			idx[k] = j
-			out = append(out, groupOf{subject: k.subject, exporter: k.exporter})
-		}
-		out[j].recs = append(out[j].recs, recs[i])
-	}
-	return out
 }

@@ -110,7 +110,7 @@ func TestPublishSubjectsAndContent(t *testing.T) {
 	if !reflect.DeepEqual(subjects, wantSubjects) {
 		t.Errorf("subjects %v, want %v", subjects, wantSubjects)
 	}
-	if n := testutil.ToFloat64(p.m.records.WithLabelValues("stored")); n != 200 {
+	if n := testutil.ToFloat64(p.m.Records.WithLabelValues("stored")); n != 200 {
 		t.Errorf("records stored metric %v, want 200", n)
 	}
 }
@@ -132,7 +132,7 @@ func TestRetryIsDeduplicated(t *testing.T) {
 	if n != 50 {
 		t.Fatalf("%d records stored after two publishes of 50, want 50", n)
 	}
-	if d := testutil.ToFloat64(p.m.records.WithLabelValues("duplicate")); d != 50 {
+	if d := testutil.ToFloat64(p.m.Records.WithLabelValues("duplicate")); d != 50 {
 		t.Fatalf("duplicate records metric %v, want 50", d)
 	}
 }
@@ -194,7 +194,7 @@ func TestPublishToStoppedServerFails(t *testing.T) {
 		t.Fatal("Publish to a stopped server returned nil")
 	}
 	t.Logf("publish with the server stopped: %v", err)
-	if n := testutil.ToFloat64(p.m.records.WithLabelValues("error")); n != 30 {
+	if n := testutil.ToFloat64(p.m.Records.WithLabelValues("error")); n != 30 {
 		t.Errorf("error records metric %v, want 30", n)
 	}
 
