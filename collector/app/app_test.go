@@ -27,7 +27,7 @@ import (
 
 // freeAddr is a loopback address with a port free right now: the collector must come back on the same
 // one after a restart, where its exporters look for it.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -37,12 +37,12 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func startCollector(t *testing.T, dir, grpcAddr string, extra ...string) *App {
+func startCollector(t testing.TB, dir, grpcAddr string, extra ...string) *App {
 	a, _ := startCollectorReg(t, dir, grpcAddr, extra...)
 	return a
 }
 
-func startCollectorReg(t *testing.T, dir, grpcAddr string, extra ...string) (*App, *prometheus.Registry) {
+func startCollectorReg(t testing.TB, dir, grpcAddr string, extra ...string) (*App, *prometheus.Registry) {
 	t.Helper()
 	args := append([]string{"--insecure", "--grpc-addr", grpcAddr, "--api-addr", "127.0.0.1:0", "--metrics-addr", "",
 		"--data-dir", dir, "--attribution-deadline", "5s"}, extra...)
@@ -66,12 +66,12 @@ func stopCollector(a *App) {
 
 // startExporter runs a real exporter (programs loaded and attached) scoped to ns, shipping to the
 // collector at addr over gRPC, with the given workload identity. It stops when the test ends.
-func startExporter(t *testing.T, ns *nettest.Netns, addr, name string) {
+func startExporter(t testing.TB, ns *nettest.Netns, addr, name string, extra ...string) {
 	t.Helper()
-	cfg, err := expconfig.Load([]string{"--netns", ns.Path, "--output", "collector", "--collector-grpc-addr", addr,
+	cfg, err := expconfig.Load(append([]string{"--netns", ns.Path, "--output", "collector", "--collector-grpc-addr", addr,
 		"--collector-insecure", "--flush-interval", "1s", "--metrics-addr", "", "--close-grace", "50ms",
 		"--workload-name", name, "--workload-namespace", "shop", "--workload-cluster", "lab", "--exporter-id", name,
-		"--collector-transport", "grpc"})
+		"--collector-transport", "grpc"}, extra...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func startExporter(t *testing.T, ns *nettest.Netns, addr, name string) {
 	})
 }
 
-func flows(t *testing.T, a *App, q store.FlowQuery) []flow.Enriched {
+func flows(t testing.TB, a *App, q store.FlowQuery) []flow.Enriched {
 	t.Helper()
 	q.To, q.Limit = time.Now().Add(time.Hour).UnixNano(), 10000
 	var all []flow.Enriched
@@ -128,7 +128,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 
 // exchange connects from client (in its namespace) to the server listening at addr, sends up bytes,
 // reads down bytes back, and closes.
-func exchange(t *testing.T, client *nettest.Netns, addr string, up, down int) {
+func exchange(t testing.TB, client *nettest.Netns, addr string, up, down int) {
 	t.Helper()
 	var c net.Conn
 	var err error
@@ -146,7 +146,7 @@ func exchange(t *testing.T, client *nettest.Netns, addr string, up, down int) {
 }
 
 // serve listens in ns on addr; each connection reads up bytes, answers down bytes, and closes.
-func serve(t *testing.T, ns *nettest.Netns, addr string, up, down int) {
+func serve(t testing.TB, ns *nettest.Netns, addr string, up, down int) {
 	t.Helper()
 	var ln net.Listener
 	var err error

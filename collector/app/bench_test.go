@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/flowlens/flowlens/collector/pipeline"
 	"github.com/flowlens/flowlens/collector/store"
 	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/nettest"
 	"github.com/flowlens/flowlens/internal/wire"
 	flowv1 "github.com/flowlens/flowlens/proto/flowlens/flow/v1"
 	"github.com/flowlens/flowlens/sonar/index"
@@ -102,4 +104,45 @@ func BenchmarkIngestIntoDuckDB(b *testing.B) {
 	b.ReportMetric(float64(flows)/wall.Seconds(), "flows/s")
 	fmt.Printf("figure | %-52s | %12.0f %-8s | goal %s\n", "collector gRPC batches into DuckDB, attributed, per core", perCPU, "flows/s", ">= 250,000 flows/s per core")
 	fmt.Printf("figure | %-52s | %12.0f %-8s | (%d flows, 2 vCPUs)\n", "same, wall clock", float64(flows)/wall.Seconds(), "flows/s", flows)
+}
+
+// BenchmarkAttributionLatency: from a connection's close (in the client) to both of its records stored
+// and attributed by heartbeat, through real exporters in two namespaces and the real collector. The
+// exporter holds a final record for its late-RST grace (200 ms by default) before shipping it.
+func BenchmarkAttributionLatency(b *testing.B) {
+	nettest.RequirePrivileged(b)
+	blue, red := nettest.NewNetns(b), nettest.NewNetns(b)
+	nettest.Veth(b, blue, red, "10.197.0.1/24", "10.197.0.2/24")
+	dir, addr := b.TempDir(), freeAddr(b)
+	col := startCollector(b, dir, addr)
+	defer stopCollector(col)
+	startExporter(b, blue, addr, "blue", "--close-grace", "200ms")
+	startExporter(b, red, addr, "red", "--close-grace", "200ms")
+	serve(b, blue, "10.197.0.1:8080", 10, 10)
+	var lat []time.Duration
+	for i := 0; b.Loop(); i++ {
+		exchange(b, red, "10.197.0.1:8080", 10, 10)
+		closed := time.Now()
+		for {
+			n := 0
+			for _, f := range flows(b, col, store.FlowQuery{Port: 8080}) {
+				if f.Attribution == flow.AttributionHeartbeat {
+					n++
+				}
+			}
+			if n == 2*(i+1) {
+				break
+			}
+			if time.Since(closed) > 30*time.Second {
+				b.Fatalf("connection %d not stored attributed within 30 s", i)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		lat = append(lat, time.Since(closed))
+	}
+	slices.Sort(lat)
+	p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
+	b.ReportMetric(float64(p(0.5).Milliseconds()), "p50-ms")
+	b.ReportMetric(float64(p(0.99).Milliseconds()), "p99-ms")
+	fmt.Printf("figure | %-52s | %5d / %5d ms  | close grace 200 ms, %d connections\n", "attribution latency, close to stored, p50 / p99", p(0.5).Milliseconds(), p(0.99).Milliseconds(), len(lat))
 }

@@ -110,6 +110,7 @@ type Pipeline struct {
 	reqs   chan *request // ingest writes; the record budget, not the channel, bounds them
 	queued atomic.Int64  // records in reqs and in the writer, not yet committed
 	peak   atomic.Int64  // the most records ever queued at once
+	kick   chan struct{} // a write with heartbeats committed: parked records may be decided now
 	stop   chan struct{} // closed when Run's context ends: Put refuses from then on
 	done   chan struct{} // closed when Run has returned
 
@@ -127,7 +128,7 @@ type request struct {
 func New(cfg Config, idx Index, st Store, pubs []Publisher, share Sharer, log *zap.Logger, reg prometheus.Registerer) *Pipeline {
 	p := &Pipeline{cfg: cfg.withDefaults(), idx: idx, store: st, pubs: pubs, share: share,
 		log: log.With(zap.String("component", "pipeline")), now: time.Now,
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	p.reqs = make(chan *request, 4096)
 	p.m = newMetrics(reg, p)
 	return p
@@ -294,6 +295,12 @@ func (p *Pipeline) write(reqs []*request) {
 		p.parked = append(p.parked, w.Pending...)
 		p.mu.Unlock()
 		p.m.parkedIn.Add(float64(len(w.Pending)))
+		if len(w.Batches) > 0 {
+			select {
+			case p.kick <- struct{}{}:
+			default:
+			}
+		}
 		for i := range w.Flows {
 			f := &w.Flows[i]
 			p.m.attributed[min(int(f.Attribution), len(p.m.attributed)-1)].Inc()
@@ -330,12 +337,24 @@ func (p *Pipeline) commit(ctx context.Context, w store.Write) error {
 func (p *Pipeline) retryLoop(ctx context.Context, out chan<- *request) {
 	t := time.NewTicker(p.cfg.Retry)
 	defer t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-p.kick:
+			// New heartbeats were committed: look again now rather than at the next tick, but not more
+			// often than ten times a Retry, so a busy collector does not rescan a long list per commit.
+			if wait := p.cfg.Retry/10 - time.Since(last); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
 		}
+		last = time.Now()
 		decided := p.decide()
 		if len(decided) == 0 {
 			continue
