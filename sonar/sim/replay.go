@@ -190,7 +190,7 @@ func (w *watcher) observe(it FeedItem) []index.Claim {
 	at := s.capped(it.At - w.margin)
 	if !s.known {
 		s.known = true
-		s.start = min(p.Start+off, at)
+		s.start = min(p.Start+off, s.capped(it.At)) // the margin shortens the end only
 		s.end = s.start
 		w.cached = append(w.cached, it.Pod)
 	}
