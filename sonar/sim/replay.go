@@ -23,9 +23,29 @@ var Strategies = []string{Heartbeat, EventOnly, EventOpen, LatestOwner}
 
 // decision is what a strategy decided for one arrived record.
 type decision struct {
-	owner    flow.Workload // zero: UNATTRIBUTED
+	owner    int32 // in owners; 0 (nobody): UNATTRIBUTED
 	evidence flow.Attribution
 	at       int64
+}
+
+// owners numbers workloads so that a decision holds 4 bytes instead of six strings; 0 is nobody.
+type owners struct {
+	ids map[flow.Workload]int32
+	all []flow.Workload
+}
+
+func newOwners() *owners {
+	return &owners{ids: map[flow.Workload]int32{{}: 0}, all: []flow.Workload{{}}}
+}
+
+func (o *owners) id(w flow.Workload) int32 {
+	id, ok := o.ids[w]
+	if !ok {
+		id = int32(len(o.all))
+		o.ids[w] = id
+		o.all = append(o.all, w)
+	}
+	return id
 }
 
 // strategy is one way of attributing remote addresses, driven by the replay in arrival order.
@@ -41,13 +61,13 @@ type strategy interface {
 }
 
 // replay runs the strategies over t in arrival order and returns each one's decision per arrived
-// record, the records, their arrivals, and the records' ground truth.
-func replay(t *Trace, cfg Config) (recs []flow.Record, truth []flow.Workload, arrivals []int64, out [][]decision) {
+// record, the records, their arrivals, and the records' ground truth, owners numbered by o.
+func replay(t *Trace, cfg Config, o *owners) (recs []flow.Record, truth []int32, arrivals []int64, out [][]decision) {
 	for _, b := range t.Batches {
 		if !b.Lost {
 			for _, r := range b.Recs {
 				recs = append(recs, t.Record(r))
-				truth = append(truth, t.Truth(r))
+				truth = append(truth, o.id(t.Truth(r)))
 				arrivals = append(arrivals, b.Arrival)
 			}
 		}
@@ -68,10 +88,10 @@ func replay(t *Trace, cfg Config) (recs []flow.Record, truth []flow.Workload, ar
 		icfg.MergeGap = 1 // the index reads 0 as its default; 1 ns is "no gap"
 	}
 	strategies := []strategy{
-		newHeartbeatStrategy(static(index.New(icfg)), int64(cfg.deadline()), out[0]),
-		&eventOnly{idx: static(index.New(icfg)), out: out[1]},
-		&eventOpen{idx: static(index.New(icfg)), pods: t.Pods, first: make([]int64, len(t.Pods)), done: make([]bool, len(t.Pods)), out: out[2]},
-		&latestOwner{pods: t.Pods, owner: map[netip.Addr]int32{}, gone: map[int32]bool{}, static: static(index.New(icfg)), out: out[3]},
+		newHeartbeatStrategy(static(index.New(icfg)), int64(cfg.deadline()), out[0], o),
+		&eventOnly{idx: static(index.New(icfg)), out: out[1], owners: o},
+		&eventOpen{idx: static(index.New(icfg)), pods: t.Pods, first: make([]int64, len(t.Pods)), done: make([]bool, len(t.Pods)), out: out[2], owners: o},
+		&latestOwner{pods: t.Pods, owner: map[netip.Addr]int32{}, gone: map[int32]bool{}, static: static(index.New(icfg)), out: out[3], owners: o},
 	}
 	w := watcher{t: t, margin: int64(cfg.EventMargin), lag: int64(cfg.ResyncLag), state: make([]watchState, len(t.Pods))}
 	next := 0 // the next record's id
@@ -240,6 +260,7 @@ type heartbeatStrategy struct {
 	queue    []*parked // by deadline (arrival order)
 	head     int
 	byIP     map[netip.Addr][]*parked
+	owners   *owners
 }
 
 type parked struct {
@@ -249,8 +270,8 @@ type parked struct {
 	done     bool
 }
 
-func newHeartbeatStrategy(idx *index.Index, deadline int64, out []decision) *heartbeatStrategy {
-	return &heartbeatStrategy{idx: idx, deadline: deadline, out: out, byIP: map[netip.Addr][]*parked{}}
+func newHeartbeatStrategy(idx *index.Index, deadline int64, out []decision, o *owners) *heartbeatStrategy {
+	return &heartbeatStrategy{idx: idx, deadline: deadline, out: out, byIP: map[netip.Addr][]*parked{}, owners: o}
 }
 
 func (h *heartbeatStrategy) advance(now int64) {
@@ -270,7 +291,7 @@ func (h *heartbeatStrategy) advance(now int64) {
 
 func (h *heartbeatStrategy) decide(p *parked, at int64) {
 	p.done = true
-	h.out[p.id] = decision{owner: p.rec.RemoteWorkload, evidence: p.rec.Attribution, at: at}
+	h.out[p.id] = decision{owner: h.owners.id(p.rec.RemoteWorkload), evidence: p.rec.Attribution, at: at}
 }
 
 func (h *heartbeatStrategy) claim(c index.Claim) { h.idx.Add(c) }
@@ -322,18 +343,24 @@ func (h *heartbeatStrategy) arrive(now int64, recs []flow.Record, ids []int) {
 // eventOnly is a system without heartbeats: the index knows only the event feed, services and CIDRs,
 // and whatever it answers when a record arrives is final.
 type eventOnly struct {
-	idx *index.Index
-	out []decision
+	idx    *index.Index
+	out    []decision
+	owners *owners
 }
 
 func (e *eventOnly) advance(int64)       {}
 func (e *eventOnly) claim(c index.Claim) { e.idx.Add(c) }
 func (e *eventOnly) observe(FeedItem)    {}
 func (e *eventOnly) arrive(now int64, recs []flow.Record, ids []int) {
+	decideNow(e.idx, e.out, e.owners, now, recs, ids)
+}
+
+// decideNow takes whatever the index answers for each record as final.
+func decideNow(idx *index.Index, out []decision, o *owners, now int64, recs []flow.Record, ids []int) {
 	for i := range recs {
 		r := flow.Enriched{Record: recs[i]}
-		attribute.Resolve(e.idx, &r, true)
-		e.out[ids[i]] = decision{owner: r.RemoteWorkload, evidence: r.Attribution, at: now}
+		attribute.Resolve(idx, &r, true)
+		out[ids[i]] = decision{owner: o.id(r.RemoteWorkload), evidence: r.Attribution, at: now}
 	}
 }
 
@@ -347,6 +374,7 @@ type eventOpen struct {
 	done     []bool
 	believed []int32 // pods observed running, not yet seen completed or removed
 	out      []decision
+	owners   *owners
 }
 
 func (e *eventOpen) advance(int64)     {}
@@ -380,11 +408,7 @@ func (e *eventOpen) arrive(now int64, recs []flow.Record, ids []int) {
 		}
 	}
 	e.believed = keep
-	for i := range recs {
-		r := flow.Enriched{Record: recs[i]}
-		attribute.Resolve(e.idx, &r, true)
-		e.out[ids[i]] = decision{owner: r.RemoteWorkload, evidence: r.Attribution, at: now}
-	}
+	decideNow(e.idx, e.out, e.owners, now, recs, ids)
 }
 
 // latestOwner keeps an IP → pod map that every event showing a pod with its IP overwrites (a completed
@@ -398,6 +422,7 @@ type latestOwner struct {
 	cached []int32
 	static *index.Index
 	out    []decision
+	owners *owners
 }
 
 func (l *latestOwner) advance(int64)     {}
@@ -442,9 +467,9 @@ func (l *latestOwner) arrive(now int64, recs []flow.Record, ids []int) {
 		ip, at := attribute.RemoteKey(&recs[i])
 		d := decision{evidence: flow.AttributionUnattributed, at: now}
 		if pod, ok := l.owner[ip]; ok {
-			d.owner, d.evidence = l.pods[pod].W, flow.AttributionPodEvent
+			d.owner, d.evidence = l.owners.id(l.pods[pod].W), flow.AttributionPodEvent
 		} else if a := l.static.Lookup(ip, at); a.Status == index.Owned {
-			d.owner, d.evidence = a.Range.Owner, flow.Attribution(a.Range.Evidence)
+			d.owner, d.evidence = l.owners.id(a.Range.Owner), flow.Attribution(a.Range.Evidence)
 		}
 		l.out[ids[i]] = d
 	}

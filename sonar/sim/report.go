@@ -62,7 +62,8 @@ const maxExamples = 5
 // Score replays t through the three strategies, with cfg's collector side (merge gap, deadline, event
 // margin), and scores each against the ground truth.
 func Score(t *Trace, cfg Config) *Report {
-	recs, truth, arrivals, out := replay(t, cfg)
+	o := newOwners()
+	recs, truth, arrivals, out := replay(t, cfg, o)
 	rep := &Report{Config: cfg, Trace: t.Stats}
 	type edge struct{ caller, callee string }
 	key := func(w flow.Workload) string { return w.Namespace + "/" + w.Name }
@@ -74,8 +75,8 @@ func Score(t *Trace, cfg Config) *Report {
 	}
 	trueEdges := map[edge]bool{}
 	for i := range recs {
-		if truth[i] != (flow.Workload{}) {
-			trueEdges[edgeOf(&recs[i], truth[i])] = true
+		if truth[i] != 0 {
+			trueEdges[edgeOf(&recs[i], o.all[truth[i]])] = true
 		}
 	}
 	for si, name := range Strategies {
@@ -85,7 +86,7 @@ func Score(t *Trace, cfg Config) *Report {
 		for i, d := range out[si] {
 			lat[i] = d.at - arrivals[i]
 			res.ByEvidence[min(d.evidence, flow.AttributionUnattributed)]++
-			attributed := d.owner != flow.Workload{}
+			attributed := d.owner != 0
 			switch {
 			case d.owner == truth[i]:
 				res.Flows.Correct++
@@ -93,14 +94,14 @@ func Score(t *Trace, cfg Config) *Report {
 				res.Flows.Misattributed++
 				if len(res.Misattributions) < maxExamples {
 					res.Misattributions = append(res.Misattributions, Misattribution{
-						Record: recs[i], Truth: truth[i], Got: d.owner, Evidence: d.evidence, Arrival: arrivals[i], Decision: d.at,
+						Record: recs[i], Truth: o.all[truth[i]], Got: o.all[d.owner], Evidence: d.evidence, Arrival: arrivals[i], Decision: d.at,
 					})
 				}
 			default:
 				res.Flows.Unattributed++
 			}
 			if attributed {
-				got[edgeOf(&recs[i], d.owner)] = true
+				got[edgeOf(&recs[i], o.all[d.owner])] = true
 			}
 		}
 		for e := range got {
