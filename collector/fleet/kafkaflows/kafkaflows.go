@@ -108,11 +108,8 @@ func (p *Producer) Publish(ctx context.Context, recs []flow.Enriched) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.cfg.Timeout)
-		defer cancel()
-	}
+	ctx, cancel := fleet.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
 	start := time.Now()
 	var out []*kgo.Record
 	counts := map[*kgo.Record]int{} // results come back in completion order

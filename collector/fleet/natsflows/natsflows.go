@@ -23,16 +23,8 @@ import (
 
 // Config says where flows go and how long the stream keeps them. Zero values take the defaults.
 type Config struct {
-	// Stream is the JetStream stream, created or updated to this config by New. Default FLOWLENS_FLOWS.
-	Stream string `mapstructure:"stream"`
-	// SubjectPrefix is followed by .<cluster>.<namespace>. Default flowlens.flows.
-	SubjectPrefix string `mapstructure:"subject_prefix"`
-	// MaxAge drops messages older than this. Default 24h. MaxBytes caps the stream's size, dropping the
-	// oldest messages first; default -1, no cap (the server's own storage limit still applies).
-	MaxAge   time.Duration `mapstructure:"max_age"`
-	MaxBytes int64         `mapstructure:"max_bytes"`
-	// Replicas of the stream in a NATS cluster. Default 1.
-	Replicas int `mapstructure:"replicas"`
+	// Stream defaults: FLOWLENS_FLOWS, subjects flowlens.flows.<cluster>.<namespace>, 24h, no size cap.
+	fleet.StreamSettings `mapstructure:",squash"`
 	// Duplicates is the window in which JetStream drops a message whose Nats-Msg-Id it has seen: a
 	// retried Publish of the same records within it stores them once. Default 2m.
 	Duplicates time.Duration `mapstructure:"duplicates"`
@@ -44,21 +36,7 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Stream == "" {
-		c.Stream = "FLOWLENS_FLOWS"
-	}
-	if c.SubjectPrefix == "" {
-		c.SubjectPrefix = "flowlens.flows"
-	}
-	if c.MaxAge == 0 {
-		c.MaxAge = 24 * time.Hour
-	}
-	if c.MaxBytes == 0 {
-		c.MaxBytes = -1
-	}
-	if c.Replicas == 0 {
-		c.Replicas = 1
-	}
+	c.StreamSettings = c.StreamSettings.WithDefaults("FLOWLENS_FLOWS", "flowlens.flows")
 	if c.Duplicates == 0 {
 		c.Duplicates = 2 * time.Minute
 	}
@@ -74,18 +52,9 @@ func (c Config) withDefaults() Config {
 // StreamConfig is the stream New creates, from c with its defaults.
 func (c Config) StreamConfig() jetstream.StreamConfig {
 	c = c.withDefaults()
-	return jetstream.StreamConfig{
-		Name:        c.Stream,
-		Description: "flowlens enriched flows: flowlens.flow.v1.FlowBatch per message",
-		Subjects:    []string{c.SubjectPrefix + ".>"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      c.MaxAge,
-		MaxBytes:    c.MaxBytes,
-		Replicas:    c.Replicas,
-		Duplicates:  c.Duplicates,
-	}
+	sc := c.StreamSettings.Config("flowlens enriched flows: flowlens.flow.v1.FlowBatch per message")
+	sc.Duplicates = c.Duplicates
+	return sc
 }
 
 // Publisher publishes flows. It is safe for concurrent use.
@@ -128,11 +97,8 @@ func (p *Publisher) Publish(ctx context.Context, recs []flow.Enriched) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.cfg.Timeout)
-		defer cancel()
-	}
+	ctx, cancel := fleet.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
 	start := time.Now()
 	type pending struct {
 		f             jetstream.PubAckFuture

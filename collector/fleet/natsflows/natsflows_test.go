@@ -160,7 +160,7 @@ func TestPublishSplitsLargeBatches(t *testing.T) {
 
 func TestStreamConfig(t *testing.T) {
 	srv := natstest.Start(t)
-	_, js := newPublisher(t, srv, Config{Stream: "F2", SubjectPrefix: "f2", MaxAge: time.Hour, MaxBytes: 64 << 20})
+	_, js := newPublisher(t, srv, Config{StreamSettings: fleet.StreamSettings{Stream: "F2", SubjectPrefix: "f2", MaxAge: time.Hour, MaxBytes: 64 << 20}})
 	s, err := js.Stream(context.Background(), "F2")
 	if err != nil {
 		t.Fatal(err)
@@ -171,7 +171,7 @@ func TestStreamConfig(t *testing.T) {
 		t.Fatalf("stream config %+v", c)
 	}
 	// New again with other limits updates the stream in place.
-	_, js = newPublisher(t, srv, Config{Stream: "F2", SubjectPrefix: "f2", MaxAge: 2 * time.Hour})
+	_, js = newPublisher(t, srv, Config{StreamSettings: fleet.StreamSettings{Stream: "F2", SubjectPrefix: "f2", MaxAge: 2 * time.Hour}})
 	s, _ = js.Stream(context.Background(), "F2")
 	if c := s.CachedInfo().Config; c.MaxAge != 2*time.Hour || c.MaxBytes != -1 {
 		t.Fatalf("updated stream config: max age %v, max bytes %d", c.MaxAge, c.MaxBytes)

@@ -35,17 +35,10 @@ import (
 type Config struct {
 	// Replica names this replica (the pod name): the last token of its subject. Required.
 	Replica string `mapstructure:"replica"`
-	// Stream is the JetStream stream, created or updated by Run. Default FLOWLENS_OWNERSHIP.
-	Stream string `mapstructure:"stream"`
-	// SubjectPrefix is followed by .<replica>. Default flowlens.ownership.
-	SubjectPrefix string `mapstructure:"subject_prefix"`
-	// MaxAge is both the stream's retention and how far back Run replays. Default 24h, the index's
-	// default MaxAge: older ranges would be expired from the index anyway.
-	MaxAge time.Duration `mapstructure:"max_age"`
-	// MaxBytes caps the stream, dropping the oldest messages first. Default -1, no cap.
-	MaxBytes int64 `mapstructure:"max_bytes"`
-	// Replicas of the stream in a NATS cluster. Default 1.
-	Replicas int `mapstructure:"replicas"`
+	// Stream defaults: FLOWLENS_OWNERSHIP, subjects flowlens.ownership.<replica>, no size cap, and
+	// MaxAge 24h, which is also how far back Run replays: the index's default MaxAge, so older ranges
+	// would be expired from the index anyway.
+	fleet.StreamSettings `mapstructure:",squash"`
 	// FlushInterval is how often buffered claims are published. Default 100ms: it is most of the
 	// propagation delay, and at 10 messages/s per replica the stream stays cheap.
 	FlushInterval time.Duration `mapstructure:"flush_interval"`
@@ -62,21 +55,7 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Stream == "" {
-		c.Stream = "FLOWLENS_OWNERSHIP"
-	}
-	if c.SubjectPrefix == "" {
-		c.SubjectPrefix = "flowlens.ownership"
-	}
-	if c.MaxAge == 0 {
-		c.MaxAge = 24 * time.Hour
-	}
-	if c.MaxBytes == 0 {
-		c.MaxBytes = -1
-	}
-	if c.Replicas == 0 {
-		c.Replicas = 1
-	}
+	c.StreamSettings = c.StreamSettings.WithDefaults("FLOWLENS_OWNERSHIP", "flowlens.ownership")
 	if c.FlushInterval == 0 {
 		c.FlushInterval = 100 * time.Millisecond
 	}
@@ -114,17 +93,7 @@ func (c Config) Validate() error {
 // StreamConfig is the stream Run creates, from c with its defaults.
 func (c Config) StreamConfig() jetstream.StreamConfig {
 	c = c.withDefaults()
-	return jetstream.StreamConfig{
-		Name:        c.Stream,
-		Description: "flowlens ownership claims: flowlens.sonar.v1.ReportRequest per message",
-		Subjects:    []string{c.SubjectPrefix + ".>"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      c.MaxAge,
-		MaxBytes:    c.MaxBytes,
-		Replicas:    c.Replicas,
-	}
+	return c.StreamSettings.Config("flowlens ownership claims: flowlens.sonar.v1.ReportRequest per message")
 }
 
 // Sharer publishes this replica's claims and applies everyone's to the local index.
