@@ -9,14 +9,15 @@ import (
 	"go.uber.org/zap"
 )
 
-// Connect dials NATS for the fleet outputs. The connection reconnects forever, and publishing while it
-// is down fails at once instead of filling a reconnect buffer: every publish either gets its JetStream
+// Connect dials NATS for the fleet outputs. It returns at once even when the server is not up yet; the
+// connection connects and reconnects forever, and publishing while it is down fails at once instead of filling a reconnect buffer: every publish either gets its JetStream
 // ack or an error the caller sees, so nothing is held in a client buffer that a crash would lose. Close
 // the connection (Drain, to let pending acks arrive) when done.
 func Connect(url, name string, log *zap.Logger) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := nats.Connect(url,
 		nats.Name(name),
 		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true), // a collector may start before NATS does
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", zap.Error(err)) }),

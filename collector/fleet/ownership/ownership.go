@@ -201,14 +201,15 @@ func (s *Sharer) Synced() <-chan struct{} { return s.synced }
 
 // Run creates the stream (retrying until the server answers), then publishes queued claims every
 // FlushInterval and applies the whole stream to the index, until ctx is done. At the end it publishes
-// what is still queued, within PublishTimeout. A server that goes away is waited for; the consumer
-// resumes where it was.
+// what is still queued, within PublishTimeout, so close the NATS connection only after Run returns. A
+// server that goes away is waited for; the consumer resumes where it was. Run returns nil when ctx
+// ends, and an error only if the consumer cannot be started on a stream that exists.
 func (s *Sharer) Run(ctx context.Context) error {
 	if err := s.retry(ctx, "create stream "+s.cfg.Stream, func() error {
 		_, err := s.js.CreateOrUpdateStream(ctx, s.cfg.StreamConfig())
 		return err
 	}); err != nil {
-		return err
+		return nil // ctx ended first: a normal stop, the last error is logged
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -221,7 +222,8 @@ func (s *Sharer) Run(ctx context.Context) error {
 	return err
 }
 
-// retry calls f until it succeeds or ctx ends, backing off from 250 ms to 5 s.
+// retry calls f until it succeeds or ctx ends (then it returns ctx's error), backing off from 250 ms
+// to 5 s.
 func (s *Sharer) retry(ctx context.Context, what string, f func() error) error {
 	wait := 250 * time.Millisecond
 	for {
@@ -299,7 +301,7 @@ func (s *Sharer) consume(ctx context.Context) error {
 		})
 		return err
 	}); err != nil {
-		return err
+		return nil
 	}
 	cc, err := cons.Consume(s.apply, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		s.log.Warn("ownership consumer", zap.Error(err))

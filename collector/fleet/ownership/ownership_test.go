@@ -247,3 +247,27 @@ func TestServerRestart(t *testing.T) {
 		t.Fatalf("ranges of the first address after the restart: %+v, conflicts %+v", r, c)
 	}
 }
+
+// Run started while the server is down waits for it, then shares and applies as usual.
+func TestRunWaitsForServer(t *testing.T) {
+	srv := natstest.Start(t)
+	srv.Stop()
+	a := startReplica(t, srv, "a", Config{}) // fleet.Connect keeps trying; Run retries the stream
+	a.s.Share([]index.Claim{heartbeat("10.0.2.1", t0, t0+1e9, wlA)})
+	srv.Start()
+	// The claim queued before the server was up was published by a flush that failed (counted) or
+	// that came after the reconnection; either way a claim shared now arrives.
+	deadline := time.Now().Add(30 * time.Second)
+	for a.idx.Lookup(netip.MustParseAddr("10.0.2.2"), t0).Status != index.Owned {
+		if time.Now().After(deadline) {
+			t.Fatal("nothing applied within 30s of the server starting")
+		}
+		a.s.Share([]index.Claim{heartbeat("10.0.2.2", t0, t0+1e9, wlA)})
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case <-a.s.Synced():
+	case <-time.After(15 * time.Second):
+		t.Fatal("not synced")
+	}
+}
