@@ -1,0 +1,37 @@
+package natstest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A server restarted by Stop and Start keeps its port and its streams.
+func TestRestartKeepsPortAndStreams(t *testing.T) {
+	s := Start(t)
+	addr := s.Addr()
+	_, js := s.Connect(t)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "t.x", []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	s.Stop()
+	s.Start()
+	if s.Addr() != addr {
+		t.Fatalf("restarted on %s, was %s", s.Addr(), addr)
+	}
+	_, js = s.Connect(t, nats.Name("again"))
+	st, err := js.Stream(ctx, "T")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.GetMsg(ctx, 1)
+	if err != nil || string(m.Data) != "kept" {
+		t.Fatalf("message after restart: %v %q", err, m.Data)
+	}
+}
