@@ -31,7 +31,10 @@ func TestRestartKeepsPortAndStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, err := st.GetMsg(ctx, 1)
-	if err != nil || string(m.Data) != "kept" {
-		t.Fatalf("message after restart: %v %q", err, m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m.Data) != "kept" {
+		t.Fatalf("message after restart: %q", m.Data)
 	}
 }
