@@ -138,12 +138,12 @@ func (r *Report) Write(w io.Writer) error {
 		s.Pods, s.JobPods, s.Reuses, s.ReuseGapMin.Round(time.Millisecond), s.ReuseGapMedian.Round(time.Millisecond),
 		s.Conns, s.Records, s.Arrived, s.Lost, s.Batches, s.Events, s.EventsLost, s.Resyncs)
 	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "strategy\tflows\tcorrect\tmisattributed\tunattributed\tedges\tcorrect\tmisattributed\tunattributed\t")
+	fmt.Fprintln(tw, "strategy\tflows\tcorrect\tmisattributed\tunattributed\ttrue edges\tfound\tmissed\tfalse edges\t")
 	for _, res := range r.Results {
 		f, e := res.Flows, res.Edges
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t\n", res.Strategy, f.Total(),
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t\n", res.Strategy, f.Total(),
 			pct(f.Correct, f.Total()), pct(f.Misattributed, f.Total()), pct(f.Unattributed, f.Total()),
-			e.Total(), e.Correct, e.Misattributed, e.Unattributed)
+			e.Correct+e.Unattributed, e.Correct, e.Unattributed, pct(e.Misattributed, e.Correct+e.Misattributed))
 	}
 	tw.Flush()
 	ew.printf("\n")
