@@ -39,11 +39,13 @@ func (s *Store) Flows(ctx context.Context, q FlowQuery) (FlowPage, error) {
 	where := []string{"end_time >= ?", "start_time <= ?"}
 	args := []any{q.From, q.To}
 	if q.Workload != "" {
-		where = append(where, "(local_name = ? OR remote_name = ?)")
+		// Workload fields live in the workloads table; filtering flows by id sets keeps the scan on
+		// flows' own integer columns and joins only the page's rows.
+		where = append(where, "(local_wid IN (SELECT wid FROM workloads WHERE name = ?) OR remote_wid IN (SELECT wid FROM workloads WHERE name = ?))")
 		args = append(args, q.Workload, q.Workload)
 	}
 	if q.Namespace != "" {
-		where = append(where, "(local_namespace = ? OR remote_namespace = ?)")
+		where = append(where, "(local_wid IN (SELECT wid FROM workloads WHERE namespace = ?) OR remote_wid IN (SELECT wid FROM workloads WHERE namespace = ?))")
 		args = append(args, q.Namespace, q.Namespace)
 	}
 	if q.IP.IsValid() {
@@ -72,8 +74,8 @@ func (s *Store) Flows(ctx context.Context, q FlowQuery) (FlowPage, error) {
 	}
 	limit := max(q.Limit, 1)
 	args = append(args, limit+1)
-	rows, err := s.db.QueryContext(ctx, `SELECT id, `+flowColumnList+` FROM flow_records WHERE `+strings.Join(where, " AND ")+
-		` ORDER BY end_time DESC, id DESC LIMIT ?`, args...)
+	rows, err := s.db.QueryContext(ctx, recordSelect(`SELECT * FROM flows WHERE `+strings.Join(where, " AND ")+
+		` ORDER BY end_time DESC, id DESC LIMIT ?`)+` ORDER BY f.end_time DESC, f.id DESC`, args...)
 	if err != nil {
 		s.m.errors.WithLabelValues("query").Inc()
 		return FlowPage{}, fmt.Errorf("query flows: %w", err)

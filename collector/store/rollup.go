@@ -265,37 +265,46 @@ func (s *Store) Edges(ctx context.Context, q EdgeQuery) ([]Edge, error) {
 	}
 	s.mu.Unlock()
 
-	// The rollup serves [lo, hi): whole minutes inside the window, below the watermark.
+	// The rollup serves the whole minutes of the window below the watermark, [lo, hi), less the dirty
+	// ones; the flows table the rest. Each raw part is a plain end_time range, so DuckDB skips the
+	// row groups outside it by their zone maps.
 	lo := q.From + (minuteNs-q.From%minuteNs)%minuteNs
 	hi := min(wm, (q.To+1)-(q.To+1)%minuteNs)
-	var query string
+	type span struct{ a, b int64 } // [a, b)
+	var raw []span
+	var union []string
 	var args []any
-	raw := `end_time >= ? AND end_time <= ?`
-	rawArgs := []any{q.From, q.To}
-	dirtyIn := ""
-	if len(dirty) > 0 {
-		dirtyIn = intList(dirty)
-	}
 	if hi > lo {
-		raw += ` AND (end_time < ? OR end_time >= ?`
-		rawArgs = append(rawArgs, lo, hi)
+		raw = append(raw, span{q.From, lo}, span{hi, q.To + 1})
 		rolled := `minute >= ? AND minute < ?`
-		if dirtyIn != "" {
-			raw += ` OR end_time // 60000000000 * 60000000000 IN (` + dirtyIn + `)`
-			rolled += ` AND minute NOT IN (` + dirtyIn + `)`
+		var in []int64
+		for _, m := range dirty {
+			if m >= lo && m < hi {
+				in = append(in, m)
+				raw = append(raw, span{m, m + minuteNs})
+			}
 		}
-		raw += `)`
-		query = `SELECT c_node, s_node, bucket, sum(flows)::BIGINT, sum(up)::UBIGINT, sum(down)::UBIGINT, sum(cf)::BIGINT, sum(resets)::BIGINT,
-  sum(timeouts)::BIGINT, sum(retrans)::UBIGINT FROM (
-SELECT c_node, s_node, bucket, flows, up, down, cf, resets, timeouts, retrans FROM edges_minute WHERE ` + rolled + `
-UNION ALL
-SELECT c_node, s_node, bucket, ` + sumsSQL + ` FROM (` + fmt.Sprintf(orientedSQL, raw) + `) GROUP BY ALL
-) GROUP BY ALL`
-		args = append([]any{lo, hi}, rawArgs...)
+		if len(in) > 0 {
+			rolled += ` AND minute NOT IN (` + intList(in) + `)`
+		}
+		union = append(union, `SELECT c_node, s_node, bucket, flows, up, down, cf, resets, timeouts, retrans FROM edges_minute WHERE `+rolled)
+		args = append(args, lo, hi)
 	} else {
-		query = `SELECT c_node, s_node, bucket, ` + sumsSQL + ` FROM (` + fmt.Sprintf(orientedSQL, raw) + `) GROUP BY ALL`
-		args = rawArgs
+		raw = append(raw, span{q.From, q.To + 1})
 	}
+	for _, r := range raw {
+		if r.b > r.a {
+			union = append(union, `SELECT c_node, s_node, bucket, `+sumsSQL+` FROM (`+fmt.Sprintf(orientedSQL, `end_time >= ? AND end_time < ?`)+`) GROUP BY ALL`)
+			args = append(args, r.a, r.b)
+		}
+	}
+	if len(union) == 0 {
+		return []Edge{}, nil
+	}
+	query := `SELECT c_node, s_node, bucket, sum(flows)::BIGINT, sum(up)::UBIGINT, sum(down)::UBIGINT, sum(cf)::BIGINT, sum(resets)::BIGINT,
+  sum(timeouts)::BIGINT, sum(retrans)::UBIGINT FROM (
+` + strings.Join(union, "\nUNION ALL\n") + `
+) GROUP BY ALL`
 	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		s.m.errors.WithLabelValues("query").Inc()

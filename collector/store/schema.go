@@ -105,17 +105,6 @@ func columnDefs(cols []struct{ name, typ string }) string {
 //
 // flow_records is the view with every field of flow.Enriched as a column, for queries and for users.
 func schema() []string {
-	var view strings.Builder
-	view.WriteString("CREATE OR REPLACE VIEW flow_records AS SELECT f.id")
-	for _, c := range flowColumns {
-		side, field, ok := strings.Cut(c.name, "_")
-		if ok && (side == "local" || side == "remote") && slices.Contains(workloadFields, field) {
-			view.WriteString(fmt.Sprintf(", %s.%s AS %s", side[:1]+"w", field, c.name))
-		} else {
-			view.WriteString(", f." + c.name)
-		}
-	}
-	view.WriteString(" FROM flows f JOIN workloads lw ON lw.wid = f.local_wid JOIN workloads rw ON rw.wid = f.remote_wid")
 	return []string{
 		`CREATE TABLE IF NOT EXISTS workloads (
   wid UBIGINT NOT NULL,
@@ -135,8 +124,25 @@ func schema() []string {
   deadline BIGINT NOT NULL,
   ` + columnDefs(flowColumns) + `)`,
 		`CREATE TABLE IF NOT EXISTS batches (exporter_id VARCHAR NOT NULL, seq UBIGINT NOT NULL, stored_at BIGINT NOT NULL)`,
-		view.String(),
+		`CREATE OR REPLACE VIEW flow_records AS ` + recordSelect(`SELECT * FROM flows`),
 	}
+}
+
+// recordSelect selects id and every flow column from the flows rows of from (a table or a
+// subquery), with their workloads joined.
+func recordSelect(from string) string {
+	var b strings.Builder
+	b.WriteString("SELECT f.id")
+	for _, c := range flowColumns {
+		side, field, ok := strings.Cut(c.name, "_")
+		if ok && (side == "local" || side == "remote") && slices.Contains(workloadFields, field) {
+			fmt.Fprintf(&b, ", %sw.%s AS %s", side[:1], field, c.name)
+		} else {
+			b.WriteString(", f." + c.name)
+		}
+	}
+	b.WriteString(" FROM (" + from + ") f JOIN workloads lw ON lw.wid = f.local_wid JOIN workloads rw ON rw.wid = f.remote_wid")
+	return b.String()
 }
 
 // addrString spells an address for the store; the zero Addr (never sent by a valid exporter) is "".
