@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -30,6 +31,9 @@ import (
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/sonar/index"
 )
+
+// Schema names the payload in the fleet.SchemaHeader header of every message.
+const Schema = "flowlens.sonar.v1.ReportRequest"
 
 // Config says where claims go and how they are batched. Zero values take the defaults.
 type Config struct {
@@ -112,6 +116,7 @@ type Sharer struct {
 
 	synced     chan struct{}
 	syncedOnce sync.Once
+	bad        atomic.Int64 // bad messages seen, for log sampling
 }
 
 type key struct {
@@ -277,7 +282,7 @@ func (s *Sharer) flush(ctx context.Context) {
 	for _, msg := range Encode(claims, s.cfg.MaxMessageBytes) {
 		n := msg.Ranges
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
-		_, err := s.js.PublishMsg(pctx, &nats.Msg{Subject: s.subject, Data: msg.Data}, jetstream.WithExpectStream(s.cfg.Stream))
+		_, err := s.js.PublishMsg(pctx, &nats.Msg{Subject: s.subject, Data: msg.Data, Header: nats.Header{fleet.SchemaHeader: []string{Schema}}}, jetstream.WithExpectStream(s.cfg.Stream))
 		cancel()
 		if err != nil {
 			s.m.dropped.WithLabelValues("publish_error").Add(float64(n))
@@ -339,7 +344,10 @@ func (s *Sharer) apply(msg jetstream.Msg) {
 	claims, derr := Decode(msg.Data())
 	if derr != nil {
 		s.m.received.WithLabelValues("bad").Inc()
-		s.log.Warn("bad ownership message skipped", zap.String("subject", msg.Subject()), zap.Error(derr))
+		// Logged at the 1st, 2nd, 4th, 8th... so a flood of junk cannot flood the log.
+		if n := s.bad.Add(1); n&(n-1) == 0 {
+			s.log.Warn("bad ownership message skipped", zap.String("subject", msg.Subject()), zap.Int64("bad_so_far", n), zap.Error(derr))
+		}
 	} else {
 		s.m.received.WithLabelValues("ok").Inc()
 		conflicts := 0
