@@ -25,8 +25,9 @@ type Result struct {
 	// show with the pairs the strategy attributed: an attributed pair that is not a true one is
 	// misattributed, a true pair never attributed is unattributed.
 	Edges Counts
-	// ByEvidence counts flows by how they were decided, indexed by flow.Attribution.
-	ByEvidence [flow.AttributionUnattributed + 1]int
+	// ByEvidence counts flows by how they were decided, and MisattributedBy the misattributed ones,
+	// indexed by flow.Attribution.
+	ByEvidence, MisattributedBy [flow.AttributionUnattributed + 1]int
 	// Latency is from a record's arrival to its decision: quantiles 0.5, 0.9, 0.99 and 1.
 	Latency [4]time.Duration
 	// Misattributions lists the first few misattributed flows, for diagnosis.
@@ -92,6 +93,7 @@ func Score(t *Trace, cfg Config) *Report {
 				res.Flows.Correct++
 			case attributed:
 				res.Flows.Misattributed++
+				res.MisattributedBy[min(d.evidence, flow.AttributionUnattributed)]++
 				if len(res.Misattributions) < maxExamples {
 					res.Misattributions = append(res.Misattributions, Misattribution{
 						Record: recs[i], Truth: o.all[truth[i]], Got: o.all[d.owner], Evidence: d.evidence, Arrival: arrivals[i], Decision: d.at,
@@ -147,14 +149,20 @@ func (r *Report) Write(w io.Writer) error {
 	}
 	tw.Flush()
 	ew.printf("\n")
-	for _, res := range r.Results {
-		ew.printf("%s decided by:", res.Strategy)
-		for a, n := range res.ByEvidence {
+	byEvidence := func(what string, counts []int) {
+		ew.printf("%s:", what)
+		for a, n := range counts {
 			if n > 0 {
 				ew.printf(" %s %d", flow.Attribution(a), n)
 			}
 		}
 		ew.printf("\n")
+	}
+	for _, res := range r.Results {
+		byEvidence(res.Strategy+" decided by", res.ByEvidence[:])
+		if res.Flows.Misattributed > 0 {
+			byEvidence(res.Strategy+" misattributed by", res.MisattributedBy[:])
+		}
 	}
 	h := r.Results[0]
 	ew.printf("%s latency, arrival to decision: p50 %v, p90 %v, p99 %v, max %v\n",
