@@ -117,6 +117,7 @@ type Sharer struct {
 	synced     chan struct{}
 	syncedOnce sync.Once
 	bad        atomic.Int64 // bad messages seen, for log sampling
+	afterApply func()       // benchmarks: called after each message is applied; nil otherwise
 }
 
 type key struct {
@@ -358,6 +359,9 @@ func (s *Sharer) apply(msg jetstream.Msg) {
 		}
 		s.m.applied.Add(float64(len(claims)))
 		s.m.conflicts.Add(float64(conflicts))
+		if s.afterApply != nil {
+			s.afterApply()
+		}
 	}
 	if err == nil && meta.NumPending == 0 {
 		s.markSynced()

@@ -31,7 +31,8 @@ type replica struct {
 }
 
 // startReplica connects to srv and runs a sharer on a fresh index until the test ends.
-func startReplica(t testing.TB, srv *natstest.Server, name string, cfg Config) replica {
+// setup runs on the sharer before Run starts.
+func startReplica(t testing.TB, srv *natstest.Server, name string, cfg Config, setup ...func(*Sharer)) replica {
 	t.Helper()
 	log := zap.NewNop()
 	if tt, ok := t.(*testing.T); ok {
@@ -46,6 +47,9 @@ func startReplica(t testing.TB, srv *natstest.Server, name string, cfg Config) r
 	s, err := New(js, cfg, idx, log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(s)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
