@@ -41,12 +41,18 @@ func (s *Store) Flows(ctx context.Context, q FlowQuery) (FlowPage, error) {
 	if q.Workload != "" {
 		// Workload fields live in the workloads table; filtering flows by id sets keeps the scan on
 		// flows' own integer columns and joins only the page's rows.
-		where = append(where, "(local_wid IN (SELECT wid FROM workloads WHERE name = ?) OR remote_wid IN (SELECT wid FROM workloads WHERE name = ?))")
-		args = append(args, q.Workload, q.Workload)
+		ids, err := s.workloadIDsWhere(ctx, "name", q.Workload)
+		if err != nil {
+			return FlowPage{}, err
+		}
+		where = append(where, "(local_wid IN ("+ids+") OR remote_wid IN ("+ids+"))")
 	}
 	if q.Namespace != "" {
-		where = append(where, "(local_wid IN (SELECT wid FROM workloads WHERE namespace = ?) OR remote_wid IN (SELECT wid FROM workloads WHERE namespace = ?))")
-		args = append(args, q.Namespace, q.Namespace)
+		ids, err := s.workloadIDsWhere(ctx, "namespace", q.Namespace)
+		if err != nil {
+			return FlowPage{}, err
+		}
+		where = append(where, "(local_wid IN ("+ids+") OR remote_wid IN ("+ids+"))")
 	}
 	if q.IP.IsValid() {
 		where = append(where, "(local_addr = ? OR remote_addr = ?)")
@@ -103,6 +109,31 @@ func (s *Store) Flows(ctx context.Context, q FlowQuery) (FlowPage, error) {
 		return FlowPage{}, fmt.Errorf("query flows: %w", err)
 	}
 	return page, nil
+}
+
+// workloadIDsWhere lists the ids of the workloads whose column equals v, as SQL literals: a literal
+// list is a plain filter on the flows scan, where an IN subquery became a join on every row.
+func (s *Store) workloadIDsWhere(ctx context.Context, column, v string) (string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT wid FROM workloads WHERE `+column+` = ?`, v)
+	if err != nil {
+		return "", fmt.Errorf("query workloads: %w", err)
+	}
+	defer rows.Close()
+	var b strings.Builder
+	for rows.Next() {
+		var id uint64
+		if err := rows.Scan(&id); err != nil {
+			return "", fmt.Errorf("query workloads: %w", err)
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatUint(id, 10))
+	}
+	if b.Len() == 0 {
+		return "NULL", rows.Err() // matches nothing
+	}
+	return b.String(), rows.Err()
 }
 
 func parseCursor(c string) (end, id int64, err error) {
