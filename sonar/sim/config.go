@@ -1,12 +1,16 @@
 // Package sim is the attribution accuracy benchmark: a discrete-event simulation of a Kubernetes
 // cluster whose pods churn and reuse IP addresses within seconds, with exact ground truth, replayed
-// through three attribution strategies on the same trace:
+// through four attribution strategies on the same trace:
 //
 //   - heartbeat (flowlens): every arrived record is a heartbeat fed to sonar's ownership index, each
 //     record's remote side is resolved with the collector's rules (collector/attribute) and retried as
 //     heartbeats arrive until its deadline;
-//   - event-only: the same index fed only by the Kubernetes event feed, answers taken as final at once;
+//   - event-only: the same index fed only by the Kubernetes feed's claims (sonar/kube's rules), answers
+//     taken as final at once;
+//   - event-open: events only, a pod believed to hold its IP until its completion or deletion is seen;
 //   - latest-owner: an IP → pod map updated as events arrive, asked at processing time.
+//
+// Run generates a trace (Generate) and scores it (Score); Report.Write prints the table.
 //
 // The clock is virtual (Unix nanoseconds), nothing sleeps, and everything follows from Config.Seed.
 package sim

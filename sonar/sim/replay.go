@@ -10,7 +10,7 @@ import (
 	"github.com/flowlens/flowlens/sonar/index"
 )
 
-// The three strategies, as the report names them.
+// The strategies, as the report names them.
 const (
 	Heartbeat   = "heartbeat"
 	EventOnly   = "event-only"
@@ -54,7 +54,7 @@ type strategy interface {
 	advance(now int64)
 	// claim learns an ownership claim derived from the event feed.
 	claim(c index.Claim)
-	// observe sees a raw event (only latest-owner uses it).
+	// observe sees a raw feed item (event-open and latest-owner read the feed themselves).
 	observe(it FeedItem)
 	// arrive receives an arrived batch; ids number its records.
 	arrive(now int64, recs []flow.Record, ids []int)

@@ -30,7 +30,7 @@ type Trace struct {
 // Pod is one pod's life. A pod holds its IP from Start until End, without a break.
 type Pod struct {
 	W           flow.Workload // as its exporter stamps its records and the event feed names it
-	Workload    int           // index of its workload (internal to the generator's numbering)
+	Workload    int           // its workload, numbered by the generator
 	Job         bool
 	IP          netip.Addr
 	Node        int
