@@ -49,9 +49,6 @@ type Config struct {
 	// MaxPending bounds the ranges buffered between flushes; past it claims are dropped and counted
 	// (reason buffer_full). A full buffer also flushes at once. Default 16384 (about 2 MiB).
 	MaxPending int `mapstructure:"max_pending"`
-	// MergeGap: buffered claims of the same address and owner closer than this coalesce into one range,
-	// as the index would merge them. Default 30s, the index's default.
-	MergeGap time.Duration `mapstructure:"merge_gap"`
 	// MaxMessageBytes bounds one message. Default 256 KiB (about 2,500 ranges).
 	MaxMessageBytes int `mapstructure:"max_message_bytes"`
 	// PublishTimeout bounds the publishing of one message. Default 5s.
@@ -65,9 +62,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxPending == 0 {
 		c.MaxPending = 16384
-	}
-	if c.MergeGap == 0 {
-		c.MergeGap = 30 * time.Second
 	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = 256 << 10
@@ -85,7 +79,7 @@ func (c Config) Validate() error {
 	if c.Replica == "" {
 		errs = append(errs, errors.New("ownership: replica is required"))
 	}
-	if c.MaxAge < 0 || c.FlushInterval < 0 || c.MergeGap < 0 || c.PublishTimeout < 0 {
+	if c.MaxAge < 0 || c.FlushInterval < 0 || c.PublishTimeout < 0 {
 		errs = append(errs, errors.New("ownership: durations must not be negative"))
 	}
 	if c.MaxPending < 1 || c.MaxMessageBytes < 1024 {
@@ -142,7 +136,10 @@ func New(js jetstream.JetStream, cfg Config, idx *index.Index, log *zap.Logger, 
 }
 
 // Share queues claims for publishing and returns at once. Claims of the same address, owner and
-// evidence that lie within MergeGap of each other coalesce into one range. When the buffer is full the
+// evidence that overlap or touch coalesce into one range (interim records of one connection, and
+// concurrent connections, do). Claims with a gap between them stay apart: the receiving index merges
+// them itself across its MergeGap unless it knows another owner in the gap, which a range covering the
+// gap would turn into a conflict there. When the buffer is full the
 // claims that do not fit are dropped and counted (reason buffer_full); invalid claims too (reason
 // invalid). Run publishes what is queued every FlushInterval.
 func (s *Sharer) Share(claims []index.Claim) {
@@ -187,13 +184,12 @@ func (s *Sharer) Share(claims []index.Claim) {
 	}
 }
 
-// coalesce merges c into a buffered range of the same key within the gap. s.mu is held.
+// coalesce merges c into a buffered range of the same key that it overlaps or touches. s.mu is held.
 func (s *Sharer) coalesce(k key, c *index.Claim) bool {
-	gap := int64(s.cfg.MergeGap)
 	list := s.pending[k]
 	for i := range list {
 		p := &list[i]
-		if c.Start <= p.End+gap && p.Start <= c.End+gap {
+		if c.Start <= p.End && p.Start <= c.End {
 			p.Start, p.End, p.Seen = min(p.Start, c.Start), max(p.End, c.End), max(p.Seen, c.Seen)
 			return true
 		}

@@ -185,7 +185,8 @@ func TestBadMessagesSkipped(t *testing.T) {
 	}
 }
 
-// Share coalesces claims of one address and owner, keeps distant ones apart, and counts what it drops.
+// Share coalesces overlapping claims of one address and owner, keeps the others apart, and counts
+// what it drops.
 func TestShareCoalescesAndBounds(t *testing.T) {
 	s, err := New(nil, Config{Replica: "x", MaxPending: 3}, index.New(index.Config{}), zap.NewNop(), prometheus.NewRegistry())
 	if err != nil {
@@ -194,9 +195,9 @@ func TestShareCoalescesAndBounds(t *testing.T) {
 	hour := int64(time.Hour)
 	s.Share([]index.Claim{
 		heartbeat("10.0.0.1", t0, t0+10, wlA),
-		heartbeat("10.0.0.1", t0+5, t0+20, wlA),    // overlaps: coalesces
-		heartbeat("10.0.0.1", t0+1e9, t0+2e9, wlA), // within the 30s gap: coalesces
-		heartbeat("10.0.0.1", t0+hour, t0+hour+1, wlA),
+		heartbeat("10.0.0.1", t0+5, t0+20, wlA),        // overlaps: coalesces
+		heartbeat("10.0.0.1", t0+20, t0+2e9, wlA),      // touches: coalesces
+		heartbeat("10.0.0.1", t0+hour, t0+hour+1, wlA), // a gap: its own range
 		heartbeat("10.0.0.1", t0, t0+10, wlB),          // another owner: its own range
 		heartbeat("10.0.0.2", t0, t0+10, wlA),          // buffer full (3 ranges): dropped
 		heartbeat("10.0.0.1", t0+hour, t0+hour+5, wlA), // coalesces even when full
