@@ -261,3 +261,31 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// A late update (alpha's readiness, sent at 1 s, received at 14 s) reaches the watcher after alpha
+// released X at 10 s and beta took it at 12 s, and before the event that shows alpha's deletion: by
+// sonar/kube's rule it extends alpha's claim to 14 s. beta's own record is lost and its event comes
+// after the deadline, so at the deadline that claim is all the index knows of X at 13 s.
+func TestLateUpdateNeedsEventMargin(t *testing.T) {
+	tr := reuseTrace()
+	tr.Batches[1].Lost = true
+	t0 := epoch
+	tr.Feed = []FeedItem{
+		{At: t0 + sec/10, Of: t0, Pod: 0, Kind: FeedUpdate},
+		{At: t0 + sec/10, Of: t0, Pod: 2, Kind: FeedUpdate},
+		{At: t0 + 14*sec, Of: t0 + sec, Pod: 0, Kind: FeedUpdate},
+		{At: t0 + 15*sec, Of: t0 + 9*sec, Pod: 0, Kind: FeedUpdate},
+		{At: t0 + 16*sec, Of: t0 + 10*sec, Pod: 0, Kind: FeedDeleted},
+		{At: t0 + 30*sec, Of: t0 + 12*sec, Pod: 1, Kind: FeedUpdate},
+	}
+	cfg := Defaults()
+	hb := result(t, Score(tr, cfg), Heartbeat)
+	if hb.Flows.Misattributed != 1 || hb.MisattributedBy[flow.AttributionPodEvent] != 1 || hb.Misattributions[0].Got.Pod != "alpha-1" {
+		t.Errorf("margin 0: heartbeat flows %+v, misattributions %+v; want the record given to alpha-1 by POD_EVENT", hb.Flows, hb.Misattributions)
+	}
+	cfg.EventMargin = 13 * time.Second // the update's delay
+	hb = result(t, Score(tr, cfg), Heartbeat)
+	if want := (Counts{Unattributed: 1}); hb.Flows != want {
+		t.Errorf("margin 13s: heartbeat flows %+v, want %+v", hb.Flows, want)
+	}
+}
