@@ -184,10 +184,12 @@ func (s *Sharer) Share(claims []index.Claim) {
 	}
 }
 
-// coalesce merges c into a buffered range of the same key that it overlaps or touches. s.mu is held.
+// coalesce merges c into a buffered range of the same key that it overlaps or touches. It looks at the
+// latest eight only: claims come roughly in time order, and a busy address must not cost a scan of
+// hundreds per claim (one it misses only makes the message longer). s.mu is held.
 func (s *Sharer) coalesce(k key, c *index.Claim) bool {
 	list := s.pending[k]
-	for i := range list {
+	for i := len(list) - 1; i >= 0 && i >= len(list)-8; i-- {
 		p := &list[i]
 		if c.Start <= p.End && p.Start <= c.End {
 			p.Start, p.End, p.Seen = min(p.Start, c.Start), max(p.End, c.End), max(p.Seen, c.Seen)
