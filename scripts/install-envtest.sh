@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# install-envtest.sh makes the binaries that controller-runtime's envtest runs (kube-apiserver, etcd)
+# available for the Kubernetes tests (internal/kubetest). It caches them OUTSIDE the repo, in
+#   ${FLOWLENS_ENVTEST_DIR:-/var/cache/flowlens/envtest/<kubernetes version>}
+# and skips whatever is already there, so it is idempotent and cheap to run before every `make test`.
+#
+# kube-apiserver: built from the k8s.io/kubernetes module (the Go module proxy serves it; nothing
+#   prebuilt is downloaded). k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces
+#   them with ./staging/src paths, which a dependent module cannot use, so a throwaway module under
+#   the cache pins every staging module to the matching v0.x.y release with replace directives read
+#   from kubernetes' own go.mod. The repo's go.mod is never read nor touched. About 4 minutes on 2 cores.
+# etcd: Debian's etcd-server when kube-apiserver accepts its version (checked below by starting both);
+#   otherwise built from go.etcd.io/etcd/server/v3 at the version kubernetes' go.mod names.
+#
+# The version must match internal/kubetest's default directory (kubetest.KubeVersion).
+set -euo pipefail
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+kube_version="v1.37.2"
+staging_version="v0.${kube_version#v1.}" # v1.37.2 -> v0.37.2: staging modules are tagged in step
+dir="${FLOWLENS_ENVTEST_DIR:-/var/cache/flowlens/envtest/$kube_version}"
+build="$dir/.build" # throwaway module; kept so a rerun after a failure reuses the downloads
+log() { echo "install-envtest: $*"; }
+
+# The build must not depend on the caller's Go settings: no workspace, module mode, this machine's
+# toolchain, no cgo (kube-apiserver and etcd are built CGO_ENABLED=0 upstream too).
+export GOWORK=off GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
+mkdir -p "$dir"
+
+# new_module DIR: an empty throwaway module in DIR.
+new_module() {
+  mkdir -p "$1"
+  (cd "$1" && rm -f go.mod go.sum && go mod init flowlens.invalid/envtest-build >/dev/null 2>&1)
+}
+
+build_kube_apiserver() {
+  local m="$build/kube-apiserver" start end gomod
+  start=$(date +%s)
+  new_module "$m"
+  cd "$m"
+  gomod="$(go mod download -json "k8s.io/kubernetes@$kube_version" | sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')"
+  [ -f "$gomod" ] || { log "cannot download k8s.io/kubernetes@$kube_version" >&2; exit 1; }
+  # Every "k8s.io/x => ./staging/src/k8s.io/x" of kubernetes' go.mod becomes "k8s.io/x => k8s.io/x v0.y.z".
+  local n=0
+  while read -r mod; do
+    go mod edit -replace "$mod=$mod@$staging_version"
+    n=$((n + 1))
+  done < <(sed -n 's#^[[:space:]]*\(k8s\.io/[^[:space:]]*\) => \./staging/src/.*#\1#p' "$gomod")
+  [ "$n" -gt 0 ] || { log "no staging replace directives found in $gomod" >&2; exit 1; }
+  log "pinned $n staging modules to $staging_version"
+  go get "k8s.io/kubernetes@$kube_version" >/dev/null 2>&1 || go get "k8s.io/kubernetes@$kube_version"
+  # The version variables the release build stamps; without them the binary calls itself v0.0.0-master.
+  local ld="" major="${kube_version#v}" minor
+  minor="${major#*.}"; minor="${minor%%.*}"; major="${major%%.*}"
+  for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+    ld+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  go build -trimpath -ldflags "-s -w$ld" -o "$dir/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+  mv "$dir/kube-apiserver.tmp" "$dir/kube-apiserver"
+  end=$(date +%s)
+  log "built $dir/kube-apiserver ($("$dir/kube-apiserver" --version)) in $((end - start)) s"
+}
+
+# etcd_version_required: the etcd server version kubernetes' go.mod builds against (e.g. v3.7.0).
+etcd_version_required() {
+  local gomod
+  gomod="$(cd "$build/kube-apiserver" 2>/dev/null && go mod download -json "k8s.io/kubernetes@$kube_version" |
+    sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')"
+  sed -n 's#^[[:space:]]*go\.etcd\.io/etcd/server/v3 \(v[^[:space:]]*\).*#\1#p' "$gomod" | head -1
+}
+
+# apiserver_accepts_etcd BIN: start etcd BIN and kube-apiserver on loopback ports and wait for
+# /readyz; the apiserver refuses (exits) when the etcd is too old for it.
+apiserver_accepts_etcd() {
+  local etcd_bin="$1" tmp ok=1 epid apid
+  tmp="$(mktemp -d)"
+  local cport=$((20000 + RANDOM % 20000)) pport sport
+  pport=$((cport + 1)); sport=$((cport + 2))
+  "$etcd_bin" --data-dir "$tmp/etcd" --listen-client-urls "http://127.0.0.1:$cport" \
+    --advertise-client-urls "http://127.0.0.1:$cport" --listen-peer-urls "http://127.0.0.1:$pport" \
+    >"$tmp/etcd.log" 2>&1 &
+  epid=$!
+  openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=sa -keyout "$tmp/sa.key" -out "$tmp/sa.crt" \
+    -days 1 >/dev/null 2>&1
+  "$dir/kube-apiserver" --etcd-servers "http://127.0.0.1:$cport" --bind-address 127.0.0.1 \
+    --secure-port "$sport" --cert-dir "$tmp/certs" --service-cluster-ip-range 10.0.0.0/24 \
+    --service-account-issuer https://localhost --service-account-key-file "$tmp/sa.crt" \
+    --service-account-signing-key-file "$tmp/sa.key" --authorization-mode AlwaysAllow \
+    --anonymous-auth=true >"$tmp/apiserver.log" 2>&1 &
+  apid=$!
+  for _ in $(seq 1 120); do
+    if ! kill -0 "$apid" 2>/dev/null; then break; fi
+    if curl -skf "https://127.0.0.1:$sport/readyz" >/dev/null 2>&1; then ok=0; break; fi
+    sleep 0.5
+  done
+  if [ "$ok" -ne 0 ]; then
+    log "kube-apiserver did not become ready with $etcd_bin ($("$etcd_bin" --version 2>/dev/null | head -1)); its log ends with:"
+    tail -5 "$tmp/apiserver.log" | sed 's/^/    /'
+  fi
+  kill "$apid" "$epid" 2>/dev/null || true
+  wait "$apid" "$epid" 2>/dev/null || true
+  rm -rf "$tmp"
+  return "$ok"
+}
+
+build_etcd() {
+  local v m="$build/etcd" start end
+  v="$(etcd_version_required)"
+  [ -n "$v" ] || { log "cannot tell which etcd version k8s.io/kubernetes@$kube_version needs" >&2; exit 1; }
+  start=$(date +%s)
+  new_module "$m"
+  cd "$m"
+  go get "go.etcd.io/etcd/server/v3@$v" >/dev/null 2>&1 || go get "go.etcd.io/etcd/server/v3@$v"
+  go build -trimpath -ldflags "-s -w" -o "$dir/etcd.tmp" go.etcd.io/etcd/server/v3
+  mv "$dir/etcd.tmp" "$dir/etcd"
+  end=$(date +%s)
+  log "built $dir/etcd from go.etcd.io/etcd/server/v3@$v in $((end - start)) s"
+}
+
+install_debian_etcd() {
+  if [ ! -x /usr/bin/etcd ]; then
+    [ "$(id -u)" -eq 0 ] || { log "need root to apt-get install etcd-server" >&2; return 1; }
+    log "apt-get install etcd-server"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # --no-install-recommends: the package alone; its service is not wanted (policy-rc.d keeps it off).
+    apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
+    # The package enables and starts a system etcd on the default ports; envtest starts its own.
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now etcd >/dev/null 2>&1 || true; fi
+  fi
+  [ -x /usr/bin/etcd ]
+}
+
+# Tools the checks use.
+need=()
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  log "apt-get install ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ -x "$dir/kube-apiserver" ]; then
+  log "$dir/kube-apiserver already there ($("$dir/kube-apiserver" --version))"
+else
+  build_kube_apiserver
+fi
+
+if [ -x "$dir/etcd" ]; then
+  log "$dir/etcd already there ($("$dir/etcd" --version 2>/dev/null | head -1))"
+else
+  if install_debian_etcd && apiserver_accepts_etcd /usr/bin/etcd; then
+    ln -sf /usr/bin/etcd "$dir/etcd"
+    log "linked Debian's etcd ($(/usr/bin/etcd --version | head -1)) into $dir"
+  else
+    log "Debian's etcd is not usable with kube-apiserver $kube_version; building etcd from source"
+    build_etcd
+  fi
+fi
+log "envtest binaries in $dir"
