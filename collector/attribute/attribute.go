@@ -57,20 +57,26 @@ func Heartbeat(r *flow.Record) (index.Claim, bool) {
 // RemoteKey is the index key and time to look the remote side of r up at: the middle of the
 // connection. An established TCP connection keeps both addresses for its whole life, so any instant of
 // it names the same owner; the middle is covered by the remote side's own record of the same
-// connection, whose start is half a round trip after this side's connect(). A connection that never
-// got established is looked up at its start.
+// connection, whose start is half a round trip after this side's connect(). A connection that was not
+// established — a failed connect, or an interim record of one still waiting for its SYN-ACK, which has
+// neither a segment received nor an RTT sample — is looked up at its start: its address may belong to
+// nobody yet, and to a new owner a moment later.
 func RemoteKey(r *flow.Record) (netip.Addr, int64) {
 	at := r.StartTime
 	switch {
 	case r.Preexisting || at == 0:
 		at = r.EndTime
-	case r.Close != flow.CloseConnectFailed && r.EndTime > at:
+	case established(r) && r.EndTime > at:
 		at += (r.EndTime - at) / 2
 	}
 	if r.RemoteAddr.Unmap().IsLoopback() {
 		return socketKey(r.LocalWorkload.Node, r.RemoteAddr, r.RemotePort), at
 	}
 	return r.RemoteAddr.Unmap(), at
+}
+
+func established(r *flow.Record) bool {
+	return r.Close != flow.CloseConnectFailed && (r.SegsReceived > 0 || r.SrttUs > 0)
 }
 
 func localKey(r *flow.Record) netip.Addr {
