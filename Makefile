@@ -31,7 +31,7 @@ generate: deps ## rebuild generated code (bpf2go objects and bindings, protobuf)
 .PHONY: build
 build: ## build every binary into bin/
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./exporter/cmd/flow-exporter ./collector/cmd/flow-collector
+	$(GO) build -o $(BIN)/ ./exporter/cmd/flow-exporter ./collector/cmd/flow-collector ./flowctl/cmd/flowctl ./sonar/cmd/sonar
 
 .PHONY: run
 run: deps build ## build and start the single-machine default: flow-collector and a host-scope flow-exporter
@@ -46,6 +46,10 @@ test: deps ## install what the tests need and run them all (kernel tests need ro
 bench: deps build ## run the benchmarks one package at a time and print their figures
 	$(GO) test -p 1 -run '^$$' -bench . -count=1 -timeout 30m ./... | tee bench.out | grep -E '^(figure|Benchmark|ok|FAIL|---)'
 	@echo "full output in bench.out"
+
+.PHONY: bench-attribution
+bench-attribution: ## attribution accuracy under IP churn: heartbeats vs event-only and latest-owner on one simulated trace (~5 s)
+	$(GO) run ./sonar/cmd/attribution-bench | tee bench-attribution.out
 
 .PHONY: lint
 lint: ## gofmt and go vet
