@@ -640,37 +640,29 @@ func (x *Index) dropBefore(horizon int64) int {
 	for i := range x.shards {
 		s := &x.shards[i]
 		s.mu.Lock()
-		for k, e := range s.v4 {
-			if e, changed := expireEntry(e, keep); changed {
-				if e.len() == 0 {
-					delete(s.v4, k)
-				} else {
-					s.v4[k] = e
-				}
-			}
-		}
-		for k, e := range s.v6 {
-			if e, changed := expireEntry(e, keep); changed {
-				if e.len() == 0 {
-					delete(s.v6, k)
-				} else {
-					s.v6[k] = e
-				}
-			}
-		}
+		expireMap(s.v4, keep)
+		expireMap(s.v6, keep)
 		s.mu.Unlock()
 	}
 	x.ranges.Add(-int64(dropped))
 	return dropped
 }
 
-func expireEntry(e entry, keep func([]span) []span) (entry, bool) {
-	n := e.len()
-	for c := range 2 {
-		rs, cs := e.list(c)
-		e.set(c, keep(rs), keep(cs))
+// expireMap applies keep to every list in m and deletes the entries left empty.
+func expireMap[K comparable](m map[K]entry, keep func([]span) []span) {
+	for k, e := range m {
+		n := e.len()
+		for c := range 2 {
+			rs, cs := e.list(c)
+			e.set(c, keep(rs), keep(cs))
+		}
+		switch {
+		case e.len() == 0:
+			delete(m, k)
+		case e.len() != n:
+			m[k] = e
+		}
 	}
-	return e, e.len() != n
 }
 
 // Stats are the index's counters.
