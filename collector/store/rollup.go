@@ -28,7 +28,7 @@ import (
 const (
 	minuteNs    = int64(time.Minute)
 	rollupGrace = 10 * time.Second // a minute is built this long after it ends
-	rollupMax   = 6 * 60           // minutes built per pass, so a backlog never holds writes long
+	rollupMax   = 10               // minutes built per pass: a pass holds writes, so a backlog is built in steps
 )
 
 // rttBucketSQL puts srtt_us in a histogram bucket: 0 for none, else 1 + floor(8 log2(srtt)).
@@ -123,23 +123,37 @@ func (s *Store) dirtyMinutes(ends []int64) []int64 {
 }
 
 // Rollup builds the rollup up to the last whole minute that ended rollupGrace before now, and
-// rebuilds dirty minutes. The store calls it periodically; it is exported for tests and benchmarks.
+// rebuilds dirty minutes, in passes of at most rollupMax minutes that each hold writes back only for
+// their own duration. The store calls it periodically; it is exported for tests and benchmarks.
 func (s *Store) Rollup(ctx context.Context, now time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.wconn == nil {
-		return fmt.Errorf("rollup: store closed")
+	for {
+		s.mu.Lock()
+		if s.wconn == nil {
+			s.mu.Unlock()
+			return fmt.Errorf("rollup: store closed")
+		}
+		err := s.rollup(ctx, now)
+		more := err == nil && s.watermark < rollupTarget(now)
+		s.mu.Unlock()
+		if err != nil {
+			s.m.errors.WithLabelValues("rollup").Inc()
+			return fmt.Errorf("rollup: %w", err)
+		}
+		if !more {
+			return nil
+		}
 	}
-	if err := s.rollup(ctx, now); err != nil {
-		s.m.errors.WithLabelValues("rollup").Inc()
-		return fmt.Errorf("rollup: %w", err)
-	}
-	return nil
 }
 
+// rollupTarget is the end of the last minute that ended rollupGrace before now.
+func rollupTarget(now time.Time) int64 {
+	t := now.Add(-rollupGrace).UnixNano()
+	return t - t%minuteNs
+}
+
+// rollup runs one pass.
 func (s *Store) rollup(ctx context.Context, now time.Time) (err error) {
-	target := now.Add(-rollupGrace).UnixNano()
-	target -= target % minuteNs
+	target := rollupTarget(now)
 	from := s.watermark
 	if from == 0 {
 		// First build: start at the oldest flow.
@@ -153,11 +167,14 @@ func (s *Store) rollup(ctx context.Context, now time.Time) (err error) {
 		}
 	}
 	to := min(target, from+rollupMax*minuteNs)
+	// An empty store is built up to the target at once: rows that arrive later for earlier minutes
+	// mark them dirty like any late row.
+	advance := to > from || s.watermark == 0 && to > 0
 	dirty := make([]int64, 0, len(s.dirty))
 	for m := range s.dirty {
 		dirty = append(dirty, m)
 	}
-	if to <= from && len(dirty) == 0 {
+	if !advance && len(dirty) == 0 {
 		return nil
 	}
 	if _, err := s.wconn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
@@ -188,9 +205,11 @@ func (s *Store) rollup(ctx context.Context, now time.Time) (err error) {
 			return err
 		}
 	}
-	if to > from {
-		if err := build(`end_time >= ? AND end_time < ?`, from, to); err != nil {
-			return err
+	if advance {
+		if to > from {
+			if err := build(`end_time >= ? AND end_time < ?`, from, to); err != nil {
+				return err
+			}
 		}
 		if _, err := s.wconn.ExecContext(ctx, `DELETE FROM rollup_state`); err != nil {
 			return err
@@ -203,7 +222,7 @@ func (s *Store) rollup(ctx context.Context, now time.Time) (err error) {
 		return err
 	}
 	done = true
-	if to > from {
+	if advance {
 		s.watermark = to
 	}
 	clear(s.dirty)

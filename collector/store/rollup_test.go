@@ -133,3 +133,31 @@ func TestRollupMatchesRaw(t *testing.T) {
 	}
 	check("after expire")
 }
+
+func TestRollupEmptyStore(t *testing.T) {
+	s, err := Open(Config{Path: filepath.Join(t.TempDir(), "flows.duckdb"), RollupInterval: -1}, zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	now := time.Now()
+	if err := s.Rollup(ctx, now); err != nil || s.watermark != rollupTarget(now) {
+		t.Fatalf("empty store: watermark %d, want %d (%v)", s.watermark, rollupTarget(now), err)
+	}
+	// A row for a minute the empty rollup already covers is read raw, then rolled up.
+	f := rec(1, now.Add(-5*time.Minute).UnixNano(), now.Add(-4*time.Minute).UnixNano(), flow.CloseNormal, 9)
+	if err := s.Write(ctx, Write{Flows: []flow.Enriched{f}}); err != nil {
+		t.Fatal(err)
+	}
+	q := EdgeQuery{From: 0, To: now.UnixNano()}
+	for _, stage := range []string{"dirty", "rebuilt"} {
+		e, err := s.Edges(ctx, q)
+		if err != nil || len(e) != 1 || e[0].BytesToServer != 9 {
+			t.Fatalf("%s: %+v %v", stage, e, err)
+		}
+		if err := s.Rollup(ctx, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
