@@ -2,6 +2,9 @@ package natstest
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -36,5 +39,24 @@ func TestRestartKeepsPortAndStreams(t *testing.T) {
 	}
 	if string(m.Data) != "kept" {
 		t.Fatalf("message after restart: %q", m.Data)
+	}
+}
+
+// Without the binary a test fails under CI=true, naming the install script, and skips elsewhere.
+func TestMissingBinary(t *testing.T) {
+	if os.Getenv("NATSTEST_CHILD") == "1" {
+		Binary(t)
+		return
+	}
+	for _, ci := range []string{"true", ""} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestMissingBinary$", "-test.v")
+		cmd.Env = []string{"NATSTEST_CHILD=1", "PATH=", "GOPATH=" + t.TempDir(), "CI=" + ci, "HOME=" + t.TempDir()}
+		out, err := cmd.CombinedOutput()
+		switch {
+		case ci == "true" && (err == nil || !strings.Contains(string(out), InstallScript)):
+			t.Errorf("CI=true: err %v, output:\n%s", err, out)
+		case ci == "" && (err != nil || !strings.Contains(string(out), "--- SKIP")):
+			t.Errorf("CI unset: err %v, output:\n%s", err, out)
+		}
 	}
 }
