@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/flowlens/flowlens/collector/api/model"
 	"github.com/flowlens/flowlens/collector/store"
 	"github.com/flowlens/flowlens/internal/flow"
 )
@@ -35,26 +36,12 @@ const (
 	MaxLimit     = 10000
 )
 
-// DepsResponse is /api/v1/deps: the graph's nodes (every workload an edge touches, sorted) and edges.
-type DepsResponse struct {
-	From  int64        `json:"from"` // the window, Unix ns
-	To    int64        `json:"to"`
-	Nodes []store.Node `json:"nodes"`
-	Edges []store.Edge `json:"edges"`
-}
-
-// EdgesResponse is /api/v1/top, /api/v1/failing and /api/v1/cross.
-type EdgesResponse struct {
-	From  int64        `json:"from"`
-	To    int64        `json:"to"`
-	By    string       `json:"by,omitempty"`
-	Edges []store.Edge `json:"edges"`
-}
-
-// ErrorResponse is the body of every 4xx and 5xx answer.
-type ErrorResponse struct {
-	Error string `json:"error"`
-}
+// The answers' types; see package model.
+type (
+	DepsResponse  = model.DepsResponse
+	EdgesResponse = model.EdgesResponse
+	ErrorResponse = model.ErrorResponse
+)
 
 type handler struct {
 	store *store.Store

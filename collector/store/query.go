@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/flowlens/flowlens/collector/api/model"
 	"github.com/flowlens/flowlens/internal/flow"
 )
 
@@ -29,10 +30,7 @@ type FlowQuery struct {
 }
 
 // FlowPage is one page of flows, newest end_time first. Next is empty on the last page.
-type FlowPage struct {
-	Flows []flow.Enriched `json:"flows"`
-	Next  string          `json:"next,omitempty"`
-}
+type FlowPage = model.FlowPage
 
 // Flows returns one page of the flows q selects.
 func (s *Store) Flows(ctx context.Context, q FlowQuery) (FlowPage, error) {
@@ -150,34 +148,11 @@ func parseCursor(c string) (end, id int64, err error) {
 	return end, id, nil
 }
 
-// Node is a workload in the graph. The empty node stands for remote addresses with no known owner.
-type Node struct {
-	Name      string `json:"name"`
-	Namespace string `json:"namespace"`
-	Cluster   string `json:"cluster"`
-}
+// Node is a workload in the graph; the empty node stands for remote addresses with no known owner.
+type Node = model.Node
 
-// Edge is the traffic from Client's workload to Server's over a time window, each connection
-// counted once.
-type Edge struct {
-	Client          Node   `json:"client"`
-	Server          Node   `json:"server"`
-	Flows           int64  `json:"flows"`
-	BytesToServer   uint64 `json:"bytes_to_server"`
-	BytesToClient   uint64 `json:"bytes_to_client"`
-	ConnectFailures int64  `json:"connect_failures"`
-	Resets          int64  `json:"resets"`
-	Timeouts        int64  `json:"timeouts"`
-	Retransmits     uint64 `json:"retransmits"`
-	// Percentiles of the connections' smoothed RTT (those that have one: not failed connects), from a
-	// histogram with 8 buckets per power of two: within 4.5 % (see ApproxRTT).
-	RTTP50us float64 `json:"rtt_p50_us"`
-	RTTP90us float64 `json:"rtt_p90_us"`
-	RTTP99us float64 `json:"rtt_p99_us"`
-}
-
-// Failures is what a failing pathway is sorted by.
-func (e Edge) Failures() int64 { return e.ConnectFailures + e.Resets + e.Timeouts }
+// Edge is the traffic from Client's workload to Server's, each connection counted once.
+type Edge = model.Edge
 
 // EdgeQuery selects and orders edges.
 type EdgeQuery struct {

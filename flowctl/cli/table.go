@@ -8,40 +8,18 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/flowlens/flowlens/collector/api/model"
 	"github.com/flowlens/flowlens/internal/flow"
 )
 
-// The API's answers, as flowctl reads them. They are declared here rather than imported so that
-// flowctl does not link the collector's store (and DuckDB).
+// The answers flowctl reads: the query API's from package model (no database code), the lookup's
+// declared here (sonar's package would link the ownership index).
 type (
-	flowPage struct {
-		Flows []flow.Enriched `json:"flows"`
-		Next  string          `json:"next"`
-	}
-	node struct {
-		Name      string `json:"name"`
-		Namespace string `json:"namespace"`
-		Cluster   string `json:"cluster"`
-	}
-	edge struct {
-		Client          node    `json:"client"`
-		Server          node    `json:"server"`
-		Flows           int64   `json:"flows"`
-		BytesToServer   uint64  `json:"bytes_to_server"`
-		BytesToClient   uint64  `json:"bytes_to_client"`
-		ConnectFailures int64   `json:"connect_failures"`
-		Resets          int64   `json:"resets"`
-		Timeouts        int64   `json:"timeouts"`
-		Retransmits     uint64  `json:"retransmits"`
-		RTTP50us        float64 `json:"rtt_p50_us"`
-		RTTP90us        float64 `json:"rtt_p90_us"`
-		RTTP99us        float64 `json:"rtt_p99_us"`
-	}
-	edgesAnswer struct {
-		Nodes []node `json:"nodes"`
-		Edges []edge `json:"edges"`
-	}
-	ownerRange struct {
+	flowPage    = model.FlowPage
+	node        = model.Node
+	edge        = model.Edge
+	edgesAnswer = model.DepsResponse
+	ownerRange  struct {
 		Start    int64         `json:"start"`
 		End      int64         `json:"end"`
 		LastSeen int64         `json:"last_seen"`
@@ -119,7 +97,7 @@ func workloadText(name, namespace, cluster string) string {
 	return s
 }
 
-func (n node) String() string { return workloadText(n.Name, n.Namespace, n.Cluster) }
+func nodeText(n node) string { return workloadText(n.Name, n.Namespace, n.Cluster) }
 
 func endpoint(w flow.Workload, a netip.Addr, port uint16) string {
 	return workloadText(w.Name, w.Namespace, w.Cluster) + " " + netip.AddrPortFrom(a, port).String()
@@ -154,7 +132,7 @@ func edgesTable(e *Env, body []byte) error {
 	tw := e.table()
 	fmt.Fprintln(tw, "CLIENT\tSERVER\tFLOWS\tTO SERVER\tTO CLIENT\tCONNECT FAILED\tRESETS\tTIMEOUTS\tRETRANS\tRTT P50\tP90\tP99")
 	for _, x := range a.Edges {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", x.Client, x.Server, x.Flows, bytesText(x.BytesToServer),
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", nodeText(x.Client), nodeText(x.Server), x.Flows, bytesText(x.BytesToServer),
 			bytesText(x.BytesToClient), x.ConnectFailures, x.Resets, x.Timeouts, x.Retransmits, rttText(x.RTTP50us), rttText(x.RTTP90us), rttText(x.RTTP99us))
 	}
 	return tw.Flush()
@@ -167,7 +145,7 @@ func depsTable(e *Env, body []byte) error {
 	}
 	names := make([]string, len(a.Nodes))
 	for i, n := range a.Nodes {
-		names[i] = n.String()
+		names[i] = nodeText(n)
 	}
 	fmt.Fprintf(e.Stdout, "%d workloads: %s\n\n", len(a.Nodes), strings.Join(names, ", "))
 	return edgesTable(e, body)
