@@ -20,8 +20,9 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## install system packages and tools (clang, bpftool, libbpf-dev, iproute2, nftables, protoc); mount tracefs
+deps: ## install system packages and tools (clang, bpftool, libbpf-dev, iproute2, nftables, protoc, nats-server); mount tracefs
 	@scripts/install-deps.sh
+	@scripts/install-nats-server.sh
 
 .PHONY: generate
 generate: deps ## rebuild generated code (bpf2go objects and bindings, protobuf) with the pinned tools

@@ -48,13 +48,13 @@ func (a *App) startFleet(reg prometheus.Registerer) (fleetParts, error) {
 		}
 		a.closers = append(a.closers, func() error { return nc.Drain() })
 		ctx := context.Background()
-		pub, err := natsflows.New(ctx, js, natsflows.Config{Stream: a.cfg.NATS.FlowsStream}, a.log, reg)
+		pub, err := natsflows.New(ctx, js, natsflows.Config{StreamSettings: fleet.StreamSettings{Stream: a.cfg.NATS.FlowsStream}}, a.log, reg)
 		if err != nil {
 			return parts, err
 		}
 		parts.publishers = append(parts.publishers, pub)
-		sh, err := ownership.New(js, ownership.Config{Replica: replica, Stream: a.cfg.NATS.OwnershipStream,
-			MaxAge: a.cfg.Attribution.MaxAge, MergeGap: a.cfg.Attribution.MergeGap}, a.idx, a.log, reg)
+		sh, err := ownership.New(js, ownership.Config{Replica: replica,
+			StreamSettings: fleet.StreamSettings{Stream: a.cfg.NATS.OwnershipStream, MaxAge: a.cfg.Attribution.MaxAge}}, a.idx, a.log, reg)
 		if err != nil {
 			return parts, err
 		}
