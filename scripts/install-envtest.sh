@@ -10,7 +10,9 @@
 #   the cache pins every staging module to the matching v0.x.y release with replace directives read
 #   from kubernetes' own go.mod. The repo's go.mod is never read nor touched. About 4 minutes on 2 cores.
 # etcd: Debian's etcd-server when kube-apiserver accepts its version (checked below by starting both);
-#   otherwise built from go.etcd.io/etcd/server/v3 at the version kubernetes' go.mod names.
+#   otherwise built from go.etcd.io/etcd/server/v3 at the version kubernetes' go.mod names (and always
+#   with FLOWLENS_ENVTEST_ETCD=build, e.g. on a machine without apt). kube-apiserver v1.37.2 does accept
+#   bookworm's etcd 3.4.23: the envtest tests pass on it.
 #
 # The version must match internal/kubetest's default directory (kubetest.KubeVersion).
 set -euo pipefail
@@ -27,10 +29,29 @@ log() { echo "install-envtest: $*"; }
 export GOWORK=off GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 mkdir -p "$dir"
 
+# quiet CMD...: runs CMD, showing its output ("go: downloading" lines) only when it fails.
+quiet() {
+  local out
+  if ! out="$("$@" 2>&1)"; then
+    echo "$out" >&2
+    log "failed: $*" >&2
+    exit 1
+  fi
+}
+
 # new_module DIR: an empty throwaway module in DIR.
 new_module() {
   mkdir -p "$1"
   (cd "$1" && rm -f go.mod go.sum && go mod init flowlens.invalid/envtest-build >/dev/null 2>&1)
+}
+
+# kube_gomod: the path of k8s.io/kubernetes' go.mod in the module cache, downloaded if need be. Run
+# inside a throwaway module.
+kube_gomod() {
+  local gomod
+  gomod="$(go mod download -json "k8s.io/kubernetes@$kube_version" | sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')"
+  [ -f "$gomod" ] || { log "cannot download k8s.io/kubernetes@$kube_version" >&2; exit 1; }
+  echo "$gomod"
 }
 
 build_kube_apiserver() {
@@ -38,8 +59,7 @@ build_kube_apiserver() {
   start=$(date +%s)
   new_module "$m"
   cd "$m"
-  gomod="$(go mod download -json "k8s.io/kubernetes@$kube_version" | sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')"
-  [ -f "$gomod" ] || { log "cannot download k8s.io/kubernetes@$kube_version" >&2; exit 1; }
+  gomod="$(kube_gomod)"
   # Every "k8s.io/x => ./staging/src/k8s.io/x" of kubernetes' go.mod becomes "k8s.io/x => k8s.io/x v0.y.z".
   local n=0
   while read -r mod; do
@@ -48,7 +68,7 @@ build_kube_apiserver() {
   done < <(sed -n 's#^[[:space:]]*\(k8s\.io/[^[:space:]]*\) => \./staging/src/.*#\1#p' "$gomod")
   [ "$n" -gt 0 ] || { log "no staging replace directives found in $gomod" >&2; exit 1; }
   log "pinned $n staging modules to $staging_version"
-  go get "k8s.io/kubernetes@$kube_version" >/dev/null 2>&1 || go get "k8s.io/kubernetes@$kube_version"
+  quiet go get "k8s.io/kubernetes@$kube_version"
   # The version variables the release build stamps; without them the binary calls itself v0.0.0-master.
   local ld="" major="${kube_version#v}" minor
   minor="${major#*.}"; minor="${minor%%.*}"; major="${major%%.*}"
@@ -62,16 +82,15 @@ build_kube_apiserver() {
   log "built $dir/kube-apiserver ($("$dir/kube-apiserver" --version)) in $((end - start)) s"
 }
 
-# etcd_version_required: the etcd server version kubernetes' go.mod builds against (e.g. v3.7.0).
+# etcd_version_required: the etcd server version kubernetes' go.mod builds against (e.g. v3.7.0). Run
+# inside a throwaway module.
 etcd_version_required() {
-  local gomod
-  gomod="$(cd "$build/kube-apiserver" 2>/dev/null && go mod download -json "k8s.io/kubernetes@$kube_version" |
-    sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')"
-  sed -n 's#^[[:space:]]*go\.etcd\.io/etcd/server/v3 \(v[^[:space:]]*\).*#\1#p' "$gomod" | head -1
+  sed -n 's#^[[:space:]]*go\.etcd\.io/etcd/server/v3 \(v[^[:space:]]*\).*#\1#p' "$(kube_gomod)" | head -1
 }
 
-# apiserver_accepts_etcd BIN: start etcd BIN and kube-apiserver on loopback ports and wait for
-# /readyz; the apiserver refuses (exits) when the etcd is too old for it.
+# apiserver_accepts_etcd BIN: start etcd BIN and kube-apiserver on loopback ports and wait for the
+# apiserver's /readyz (its etcd checks included) and a list; it never gets there when the etcd is too
+# old for it.
 apiserver_accepts_etcd() {
   local etcd_bin="$1" tmp ok=1 epid apid
   tmp="$(mktemp -d)"
@@ -83,35 +102,54 @@ apiserver_accepts_etcd() {
   epid=$!
   openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=sa -keyout "$tmp/sa.key" -out "$tmp/sa.crt" \
     -days 1 >/dev/null 2>&1
+  # Anonymous requests are refused (401) even on /readyz: a static admin token instead.
+  echo "check-token,admin,1,system:masters" >"$tmp/tokens.csv"
   "$dir/kube-apiserver" --etcd-servers "http://127.0.0.1:$cport" --bind-address 127.0.0.1 \
     --secure-port "$sport" --cert-dir "$tmp/certs" --service-cluster-ip-range 10.0.0.0/24 \
     --service-account-issuer https://localhost --service-account-key-file "$tmp/sa.crt" \
     --service-account-signing-key-file "$tmp/sa.key" --authorization-mode AlwaysAllow \
-    --anonymous-auth=true >"$tmp/apiserver.log" 2>&1 &
+    --token-auth-file "$tmp/tokens.csv" >"$tmp/apiserver.log" 2>&1 &
   apid=$!
-  for _ in $(seq 1 120); do
-    if ! kill -0 "$apid" 2>/dev/null; then break; fi
-    if curl -skf "https://127.0.0.1:$sport/readyz" >/dev/null 2>&1; then ok=0; break; fi
+  local api=(curl -skf -H "Authorization: Bearer check-token")
+  for _ in $(seq 1 240); do # up to 2 minutes: the machine may be busy
+    kill -0 "$apid" 2>/dev/null || break
+    if "${api[@]}" "https://127.0.0.1:$sport/readyz" >/dev/null 2>&1 &&
+      "${api[@]}" "https://127.0.0.1:$sport/api/v1/namespaces/default" >/dev/null 2>&1; then
+      ok=0
+      break
+    fi
     sleep 0.5
   done
   if [ "$ok" -ne 0 ]; then
     log "kube-apiserver did not become ready with $etcd_bin ($("$etcd_bin" --version 2>/dev/null | head -1)); its log ends with:"
     tail -5 "$tmp/apiserver.log" | sed 's/^/    /'
   fi
-  kill "$apid" "$epid" 2>/dev/null || true
-  wait "$apid" "$epid" 2>/dev/null || true
+  # The apiserver first, while its etcd is still there: without it, it hangs on SIGTERM.
+  stop "$apid"
+  stop "$epid"
   rm -rf "$tmp"
   return "$ok"
 }
 
+# stop PID: SIGTERM, then SIGKILL after 30 s.
+stop() {
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 60); do
+    kill -0 "$1" 2>/dev/null || { wait "$1" 2>/dev/null || true; return 0; }
+    sleep 0.5
+  done
+  kill -9 "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
 build_etcd() {
   local v m="$build/etcd" start end
-  v="$(etcd_version_required)"
-  [ -n "$v" ] || { log "cannot tell which etcd version k8s.io/kubernetes@$kube_version needs" >&2; exit 1; }
   start=$(date +%s)
   new_module "$m"
   cd "$m"
-  go get "go.etcd.io/etcd/server/v3@$v" >/dev/null 2>&1 || go get "go.etcd.io/etcd/server/v3@$v"
+  v="$(etcd_version_required)"
+  [ -n "$v" ] || { log "cannot tell which etcd version k8s.io/kubernetes@$kube_version needs" >&2; exit 1; }
+  quiet go get "go.etcd.io/etcd/server/v3@$v"
   go build -trimpath -ldflags "-s -w" -o "$dir/etcd.tmp" go.etcd.io/etcd/server/v3
   mv "$dir/etcd.tmp" "$dir/etcd"
   end=$(date +%s)
@@ -150,7 +188,9 @@ fi
 if [ -x "$dir/etcd" ]; then
   log "$dir/etcd already there ($("$dir/etcd" --version 2>/dev/null | head -1))"
 else
-  if install_debian_etcd && apiserver_accepts_etcd /usr/bin/etcd; then
+  if [ "${FLOWLENS_ENVTEST_ETCD:-debian}" = build ]; then
+    build_etcd
+  elif install_debian_etcd && apiserver_accepts_etcd /usr/bin/etcd; then
     ln -sf /usr/bin/etcd "$dir/etcd"
     log "linked Debian's etcd ($(/usr/bin/etcd --version | head -1)) into $dir"
   else

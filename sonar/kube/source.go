@@ -288,7 +288,11 @@ func (s *Source) pod(p *corev1.Pod, at, now time.Time, extendOnly bool) {
 	k := key{kindPod, p.UID}
 	switch p.Status.Phase {
 	case corev1.PodSucceeded, corev1.PodFailed:
-		s.complete(k, p, at, now)
+		// Closed by the event only: a resync may see the completed pod in the cache before its
+		// handler runs, and its lagged time would close the range earlier than finishedAt.
+		if !extendOnly {
+			s.complete(k, p, at, now)
+		}
 		return
 	case corev1.PodPending, corev1.PodRunning:
 	default: // Unknown: the node stopped reporting; nothing positive to claim

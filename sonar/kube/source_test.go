@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
@@ -224,6 +225,48 @@ func TestSource(t *testing.T) {
 		// The pods completed before this source started (web-1) were never seen running by it: nothing.
 		if rs, _ := xr.Ranges(netip.MustParseAddr("10.1.0.5")); len(rs) != 1 || rs[0].Owner.Pod != "web-2" {
 			t.Fatalf("10.1.0.5 in a source started later: %+v, want only the running web-2", rs)
+		}
+	})
+
+	t.Run("a watch error holds resyncs back for the lag", func(t *testing.T) {
+		const lag = 300 * time.Millisecond
+		// The ticker never fires: the test calls resync itself, so nothing here depends on timing.
+		xr, sr := startSource(t, client, Config{Cluster: cluster, Resync: time.Hour, ResyncLag: lag})
+		ip := netip.MustParseAddr("10.1.0.10")
+		p := runningPod(t, client, "batch", map[string]string{LabelApp: "batch"}, ip, time.Time{})
+		w := PodWorkload(p, cluster)
+		end := func() int64 {
+			rs, _ := xr.Ranges(ip)
+			if len(rs) != 1 || rs[0].Owner != w {
+				t.Fatalf("%s ranges %+v, want one of %+v", ip, rs, w)
+			}
+			return rs[0].End
+		}
+		e0 := waitRange(t, xr, ip, func(r index.Range) bool { return r.Owner == w }).End
+
+		waitPast(time.Unix(0, e0).Add(lag + 100*time.Millisecond))
+		sr.resync()
+		e1 := end()
+		if e1 <= e0 || e1 > time.Now().Add(-lag).UnixNano() {
+			t.Fatalf("resync moved the end from %d to %d: want later, and no later than now-lag", e0, e1)
+		}
+
+		held := testutil.ToFloat64(sr.m.skipped.WithLabelValues("pod", "resync_held_back"))
+		errAt := time.Now()
+		sr.watchError(kindPod, errors.New("injected watch failure"))
+		waitPast(errAt.Add(lag / 2))
+		sr.resync()
+		if e := end(); e != e1 {
+			t.Fatalf("a resync within the lag after a watch error moved the end from %d to %d", e1, e)
+		}
+		if got := testutil.ToFloat64(sr.m.skipped.WithLabelValues("pod", "resync_held_back")); got != held+1 {
+			t.Fatalf("resync_held_back %v, want %v", got, held+1)
+		}
+
+		waitPast(time.Now().Add(lag)) // the error is now older than the lag: the cache is trusted again
+		sr.resync()
+		if e := end(); e <= e1 {
+			t.Fatalf("a resync after the lag did not move the end on from %d", e1)
 		}
 	})
 }
