@@ -127,6 +127,9 @@ func (s *Store) dirtyMinutes(ends []int64) []int64 {
 // their own duration. The store calls it periodically; it is exported for tests and benchmarks.
 func (s *Store) Rollup(ctx context.Context, now time.Time) error {
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		s.mu.Lock()
 		if s.wconn == nil {
 			s.mu.Unlock()
@@ -229,9 +232,12 @@ func (s *Store) rollup(ctx context.Context, now time.Time) (err error) {
 	return nil
 }
 
-// rollupLoop runs the rollup every interval until stop is closed.
+// rollupLoop runs the rollup every interval until stop is closed, which also interrupts a pass.
 func (s *Store) rollupLoop(interval time.Duration, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { <-stop; cancel() }() // ends with the loop: both end when stop is closed
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -239,7 +245,8 @@ func (s *Store) rollupLoop(interval time.Duration, stop <-chan struct{}, done ch
 		case <-stop:
 			return
 		case now := <-t.C:
-			if err := s.Rollup(context.Background(), now); err != nil {
+			err := s.Rollup(ctx, now)
+			if err != nil && ctx.Err() == nil {
 				s.log.Warn("store rollup", zap.Error(err))
 			}
 		}

@@ -161,3 +161,33 @@ func TestRollupEmptyStore(t *testing.T) {
 		}
 	}
 }
+
+func TestRollupLoop(t *testing.T) {
+	s, err := Open(Config{Path: filepath.Join(t.TempDir(), "flows.duckdb"), RollupInterval: 20 * time.Millisecond}, zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	f := rec(1, now.Add(-3*time.Minute).UnixNano(), now.Add(-2*time.Minute).UnixNano(), flow.CloseNormal, 9)
+	if err := s.Write(context.Background(), Write{Flows: []flow.Enriched{f}}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		s.mu.Lock()
+		wm := s.watermark
+		s.mu.Unlock()
+		if wm > f.EndTime {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the loop did not build the rollup: watermark %d", wm)
+		}
+	}
+	var n int
+	if err := s.db.QueryRow(`SELECT count(*) FROM edges_minute`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("rollup rows %d %v", n, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

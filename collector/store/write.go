@@ -419,7 +419,9 @@ func (s *Store) commit(ctx context.Context, w Write, p *plan) (resolved int64, e
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	if _, err := c.ExecContext(ctx, "COMMIT"); err != nil {
+	// Past this point the write is not interrupted: a commit cut short could leave the caller unsure
+	// whether it landed, and a resend would store the flows twice.
+	if _, err := c.ExecContext(context.Background(), "COMMIT"); err != nil {
 		return 0, fmt.Errorf("commit: %w", err)
 	}
 	done = true
