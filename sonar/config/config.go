@@ -42,6 +42,9 @@ type Config struct {
 	Kubeconfig string `mapstructure:"kubeconfig"`
 	InCluster  bool   `mapstructure:"in_cluster"`
 	Cluster    string `mapstructure:"cluster"`
+	// KubeResync and KubeResyncLag are the Kubernetes source's resync period and lag (sonar/kube).
+	KubeResync    time.Duration `mapstructure:"kube_resync"`
+	KubeResyncLag time.Duration `mapstructure:"kube_resync_lag"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `mapstructure:"log_level"`
 	// ShutdownTimeout bounds the graceful stop of the listeners. Default 10s.
@@ -64,6 +67,8 @@ var options = []settings.Option{
 	settings.O("kubeconfig", "kubeconfig", "", "kubeconfig file: claims from the cluster's pods, services and nodes"),
 	settings.O("in_cluster", "in-cluster", false, "use the in-cluster service account for the Kubernetes source"),
 	settings.O("cluster", "cluster", "", "cluster name in the workloads the Kubernetes source claims"),
+	settings.O("kube_resync", "kube-resync", 30*time.Second, "how often the Kubernetes source re-observes its caches"),
+	settings.O("kube_resync_lag", "kube-resync-lag", 60*time.Second, "how far behind the tick a resync extends ranges"),
 	settings.O("log_level", "log-level", "info", "debug, info, warn or error"),
 	settings.O("shutdown_timeout", "shutdown-timeout", 10*time.Second, "graceful stop of the listeners"),
 }
@@ -99,7 +104,8 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"merge_gap", c.MergeGap}, {"max_age", c.MaxAge}, {"expire_interval", c.ExpireInterval}, {"snapshot_interval", c.SnapshotInterval}, {"shutdown_timeout", c.ShutdownTimeout}} {
+	}{{"merge_gap", c.MergeGap}, {"max_age", c.MaxAge}, {"expire_interval", c.ExpireInterval}, {"snapshot_interval", c.SnapshotInterval}, {"shutdown_timeout", c.ShutdownTimeout},
+		{"kube_resync", c.KubeResync}, {"kube_resync_lag", c.KubeResyncLag}} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s %v: want > 0", d.name, d.v))
 		}

@@ -211,5 +211,5 @@ func kubeSource(cfg config.Config, idx *index.Index, plog *persist.Log, log *zap
 	if plog != nil {
 		sink = journaled{idx: idx, log: plog, zl: log}
 	}
-	return kube.New(client, sink, kube.Config{Cluster: cfg.Cluster}, log.With(zap.String("source", "kubernetes")), reg)
+	return kube.New(client, sink, kube.Config{Cluster: cfg.Cluster, Resync: cfg.KubeResync, ResyncLag: cfg.KubeResyncLag}, log.With(zap.String("source", "kubernetes")), reg)
 }
