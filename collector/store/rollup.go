@@ -283,6 +283,7 @@ func (s *Store) Edges(ctx context.Context, q EdgeQuery) ([]Edge, error) {
 	default:
 		return nil, fmt.Errorf("unknown order %q", q.OrderBy)
 	}
+	q.To = min(q.To, math.MaxInt64-minuteNs) // the spans below end at To+1 rounded up
 	s.mu.Lock()
 	wm := s.watermark
 	dirty := make([]int64, 0, len(s.dirty))

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"math"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -62,6 +63,7 @@ func TestRollupMatchesRaw(t *testing.T) {
 		{From: base + int64(2*time.Minute), To: base + int64(4*time.Minute) - 1, OrderBy: "bytes", Limit: 2},
 		{From: 0, To: now.UnixNano(), GroupBy: "namespace"},
 		{From: 0, To: now.UnixNano(), Namespace: "ns-1", OrderBy: "failures"},
+		{From: 0, To: math.MaxInt64, OrderBy: "flows"},
 	}
 	check := func(stage string) {
 		t.Helper()
