@@ -265,17 +265,24 @@ func TestHTTPSchema(t *testing.T) {
 		time.Unix(0, at).UTC().Format(time.RFC3339Nano),
 		"2026-11-25T04:00:30%2B01:00", // same instant, another zone
 		"-70s",                        // the test clock is t0+100s
+		"-1m10s",
 	} {
 		code, body := get(t, s.http+"/api/v1/lookup?ip=10.0.0.5&at="+q)
 		if want := fmt.Sprintf(owner, at, t0, t0+60*sec, t0+60*sec) + "\n"; code != 200 || body != want {
 			t.Errorf("at=%s: %d %s\nwant %s", q, code, body, want)
 		}
 	}
-	code, body := get(t, s.http+"/api/v1/lookup?ip=10.0.0.5")
-	if want := fmt.Sprintf(`{"ip":"10.0.0.5","at":%d,"status":"UNKNOWN"}`, t0+100*sec) + "\n"; code != 200 || body != want {
-		t.Errorf("no at (now): %d %s\nwant %s", code, body, want)
+	for _, q := range []string{"", "&at=%2B0s", "&at=+1s"} { // an unescaped "+" arrives as a space
+		code, body := get(t, s.http+"/api/v1/lookup?ip=10.0.0.5"+q)
+		at := t0 + 100*sec
+		if q == "&at=+1s" {
+			at += sec
+		}
+		if want := fmt.Sprintf(`{"ip":"10.0.0.5","at":%d,"status":"UNKNOWN"}`, at) + "\n"; code != 200 || body != want {
+			t.Errorf("relative to now %q: %d %s\nwant %s", q, code, body, want)
+		}
 	}
-	code, body = get(t, s.http+fmt.Sprintf("/api/v1/lookup?ip=10.0.0.6&at=%d", t0+55*sec))
+	code, body := get(t, s.http+fmt.Sprintf("/api/v1/lookup?ip=10.0.0.6&at=%d", t0+55*sec))
 	want := fmt.Sprintf(`{"ip":"10.0.0.6","at":%d,"status":"CONFLICT","conflicting":[`+
 		`{"start":%d,"end":%d,"last_seen":%d,"owner":{"name":"db","namespace":"shop","pod":"db-0","node":"n2","cluster":"prod"},"evidence":"HEARTBEAT"},`+
 		`{"start":%d,"end":%d,"last_seen":%d,"owner":{"name":"cart","namespace":"shop","pod":"cart-1","node":"n2","cluster":"prod"},"evidence":"HEARTBEAT"}]}`,

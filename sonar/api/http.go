@@ -193,6 +193,9 @@ func ParseTime(s string, now time.Time) (int64, error) {
 	if s == "" {
 		return now.UnixNano(), nil
 	}
+	if s[0] == ' ' { // an unescaped "+10s" in a query string arrives as " 10s"
+		s = "+" + strings.TrimLeft(s, " ")
+	}
 	if ns, err := strconv.ParseInt(s, 10, 64); err == nil {
 		return ns, nil
 	}

@@ -66,6 +66,7 @@ type Log struct {
 	m    *metrics
 	opts Options
 
+	snapMu sync.Mutex // one snapshot at a time
 	syncMu sync.Mutex // one flush+fsync (or rotation) at a time
 	mu     sync.Mutex // guards the fields below
 	f      *os.File
@@ -330,6 +331,8 @@ func (l *Log) syncLocked() error {
 // Snapshot writes the index to the snapshot file and starts a new log segment; the segments the
 // snapshot covers are deleted.
 func (l *Log) Snapshot() error {
+	l.snapMu.Lock()
+	defer l.snapMu.Unlock()
 	l.syncMu.Lock()
 	if err := l.syncLocked(); err != nil {
 		l.syncMu.Unlock()
