@@ -42,7 +42,8 @@ func benchBatch(n int, base int64, activeEvery int) []flow.Enriched {
 	return out
 }
 
-// BenchmarkWrite stores 4,096-record batches into a file DB. "final": every record a short
+// BenchmarkWrite stores 4,096-record batches into a file DB (and 16,384, to show what larger
+// transactions would buy). "final": every record a short
 // connection's only (final) record, the common case. "interim10pct": in steady state, 10 % are the
 // first interim record of a new connection (looked up in the table in case a final was stored
 // already), 10 % the final records of the previous batch's interim ones (their rows deleted), the
@@ -51,14 +52,15 @@ func BenchmarkWrite(b *testing.B) {
 	for _, tc := range []struct {
 		name    string
 		interim bool
-	}{{"final", false}, {"interim10pct", true}} {
+		n       int
+	}{{"final", false, 4096}, {"interim10pct", true, 4096}, {"final_16k", false, 16384}} {
 		b.Run(tc.name, func(b *testing.B) {
 			s, err := Open(Config{Path: filepath.Join(b.TempDir(), "flows.duckdb")}, zap.NewNop(), prometheus.NewRegistry())
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer s.Close()
-			const n = 4096
+			n := tc.n
 			ctx := context.Background()
 			tmpl := benchBatch(n, 0, 0)
 			fs := make([]flow.Enriched, n)
