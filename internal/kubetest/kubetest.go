@@ -11,12 +11,15 @@ package kubetest
 import (
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 const (
@@ -57,10 +60,15 @@ func requireBinaries(t testing.TB) string {
 	return dir
 }
 
+var quietOnce sync.Once
+
 // Start starts etcd and kube-apiserver on loopback ports and returns an admin rest.Config and a
 // clientset for it. They are stopped at the test's cleanup.
 func Start(t testing.TB) (*rest.Config, kubernetes.Interface) {
 	t.Helper()
+	// envtest logs through controller-runtime's process-wide logger and prints a stack trace when none
+	// was set; its messages add nothing to a failing test's own (Start reports errors).
+	quietOnce.Do(func() { ctrllog.SetLogger(logr.Discard()) })
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: requireBinaries(t),
 		// Two cores shared with other tests: the apiserver's first start (certificates, RBAC bootstrap)
