@@ -190,6 +190,7 @@ type shard struct {
 	mu sync.RWMutex
 	v4 map[uint32]entry
 	v6 map[[16]byte]entry
+	_  [24]byte // one cache line per shard: readers on other cores write their shard's lock word
 }
 
 // key is an address as the shards key it.
