@@ -54,6 +54,8 @@ type Sink interface {
 type Config struct {
 	// Cluster names the cluster in every workload claimed (flow.Workload.Cluster).
 	Cluster string `mapstructure:"cluster"`
+	// Kubeconfig is the kubeconfig file for NewClient; empty: the in-cluster service account.
+	Kubeconfig string `mapstructure:"kubeconfig"`
 	// Resync is how often everything cached is observed again to extend its ranges. Default 30s.
 	Resync time.Duration `mapstructure:"resync"`
 	// ResyncLag is how far behind the tick a resync extends ranges, and how long after a watch error

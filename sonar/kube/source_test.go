@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/kubetest"
@@ -28,7 +31,7 @@ const (
 // TestSource runs the source against a real kube-apiserver (envtest, one per package run). Without a
 // kubelet the test writes pod status itself, as the kubelet would, through the status subresource.
 func TestSource(t *testing.T) {
-	_, client := kubetest.Start(t)
+	restCfg, client := kubetest.Start(t)
 	// Resync off (an hour): every range boundary below comes from an event, so it can be asserted exactly.
 	x, src := startSource(t, client, Config{Cluster: cluster, Resync: time.Hour})
 
@@ -225,6 +228,28 @@ func TestSource(t *testing.T) {
 		// The pods completed before this source started (web-1) were never seen running by it: nothing.
 		if rs, _ := xr.Ranges(netip.MustParseAddr("10.1.0.5")); len(rs) != 1 || rs[0].Owner.Pod != "web-2" {
 			t.Fatalf("10.1.0.5 in a source started later: %+v, want only the running web-2", rs)
+		}
+	})
+
+	t.Run("NewClient from a kubeconfig", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "kubeconfig")
+		kc := clientcmdapi.NewConfig()
+		kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: restCfg.Host, CertificateAuthorityData: restCfg.CAData}
+		kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: restCfg.CertData, ClientKeyData: restCfg.KeyData, Token: restCfg.BearerToken}
+		kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
+		kc.CurrentContext = "envtest"
+		if err := clientcmd.WriteToFile(*kc, path); err != nil {
+			t.Fatal(err)
+		}
+		c, err := NewClient(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{}); err != nil {
+			t.Fatalf("get node through the kubeconfig client: %v", err)
+		}
+		if _, err := NewClient(filepath.Join(t.TempDir(), "missing")); err == nil {
+			t.Fatal("NewClient with a missing kubeconfig: no error")
 		}
 	})
 
