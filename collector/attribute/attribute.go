@@ -11,9 +11,11 @@
 package attribute
 
 import (
+	"cmp"
 	"encoding/binary"
 	"hash/fnv"
 	"net/netip"
+	"slices"
 
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/sonar/index"
@@ -100,4 +102,34 @@ func socketKey(host string, ip netip.Addr, port uint16) netip.Addr {
 	b[0], b[1] = 0x01, 0x00
 	binary.BigEndian.PutUint64(b[8:], h.Sum64()<<16|uint64(port))
 	return netip.AddrFrom16(b)
+}
+
+// Coalesce merges, in place, claims of the same address, owner and evidence whose ranges overlap or
+// touch, and returns the shorter slice. A batch's records mostly share their exporter's address, so
+// this turns hundreds of heartbeats into a few before they reach the index, its log and the fleet.
+// Claims with a gap between them stay apart: only the index may bridge a gap, where it can see
+// whether another owner holds it.
+func Coalesce(claims []index.Claim) []index.Claim {
+	if len(claims) < 2 {
+		return claims
+	}
+	slices.SortFunc(claims, func(a, b index.Claim) int {
+		return cmp.Or(a.IP.Compare(b.IP), cmp.Compare(a.Evidence, b.Evidence), compareWorkloads(a.Owner, b.Owner), cmp.Compare(a.Start, b.Start))
+	})
+	out := claims[:1]
+	for _, c := range claims[1:] {
+		last := &out[len(out)-1]
+		if c.IP == last.IP && c.Evidence == last.Evidence && c.Owner == last.Owner && c.Start <= last.End {
+			last.End = max(last.End, c.End)
+			last.Seen = max(last.Seen, c.Seen)
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func compareWorkloads(a, b flow.Workload) int {
+	return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Pod, b.Pod),
+		cmp.Compare(a.PodUID, b.PodUID), cmp.Compare(a.Node, b.Node), cmp.Compare(a.Cluster, b.Cluster))
 }

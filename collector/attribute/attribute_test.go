@@ -102,3 +102,30 @@ func TestLoopbackSockets(t *testing.T) {
 		t.Fatal("another port maps to the same key")
 	}
 }
+
+func TestCoalesce(t *testing.T) {
+	y := netip.MustParseAddr("10.0.0.9")
+	claims := []index.Claim{
+		{IP: x, Start: 5, End: 9, Owner: api, Evidence: index.EvidenceHeartbeat},
+		{IP: x, Start: 0, End: 5, Owner: api, Evidence: index.EvidenceHeartbeat},   // touches the first
+		{IP: x, Start: 20, End: 30, Owner: api, Evidence: index.EvidenceHeartbeat}, // a gap: stays apart
+		{IP: x, Start: 1, End: 3, Owner: web, Evidence: index.EvidenceHeartbeat},   // another owner
+		{IP: y, Start: 1, End: 3, Owner: api, Evidence: index.EvidenceHeartbeat},   // another address
+		{IP: x, Start: 25, End: 40, Owner: api, Evidence: index.EvidenceHeartbeat}, // overlaps the third
+	}
+	got := Coalesce(claims)
+	want := map[index.Claim]bool{
+		{IP: x, Start: 0, End: 9, Owner: api, Evidence: index.EvidenceHeartbeat}:   true,
+		{IP: x, Start: 20, End: 40, Owner: api, Evidence: index.EvidenceHeartbeat}: true,
+		{IP: x, Start: 1, End: 3, Owner: web, Evidence: index.EvidenceHeartbeat}:   true,
+		{IP: y, Start: 1, End: 3, Owner: api, Evidence: index.EvidenceHeartbeat}:   true,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d claims %+v, want %d", len(got), got, len(want))
+	}
+	for _, c := range got {
+		if !want[c] {
+			t.Errorf("unexpected %+v", c)
+		}
+	}
+}

@@ -190,12 +190,15 @@ func (p *Pipeline) prepare(b *ingest.Batch) store.Write {
 	for i := range b.Records {
 		if c, ok := attribute.Heartbeat(&b.Records[i]); ok {
 			claims = append(claims, c)
-			if p.idx.Add(c) {
-				p.m.conflicts.Inc()
-			}
 		}
 	}
 	p.m.heartbeats.Add(float64(len(claims)))
+	claims = attribute.Coalesce(claims)
+	for _, c := range claims {
+		if p.idx.Add(c) {
+			p.m.conflicts.Inc()
+		}
+	}
 	if p.share != nil && len(claims) > 0 {
 		p.share.Share(claims)
 	}
