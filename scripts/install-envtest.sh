@@ -8,7 +8,8 @@
 #   prebuilt is downloaded). k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces
 #   them with ./staging/src paths, which a dependent module cannot use, so a throwaway module under
 #   the cache pins every staging module to the matching v0.x.y release with replace directives read
-#   from kubernetes' own go.mod. The repo's go.mod is never read nor touched. About 4 minutes on 2 cores.
+#   from kubernetes' own go.mod. The repo's go.mod is never read nor touched. The first build took 24 minutes on this
+#   2-core VM while it was busy with other builds (16 CPU-minutes); with warm Go caches 15 s.
 # etcd: Debian's etcd-server when kube-apiserver accepts its version (checked below by starting both);
 #   otherwise built from go.etcd.io/etcd/server/v3 at the version kubernetes' go.mod names (and always
 #   with FLOWLENS_ENVTEST_ETCD=build, e.g. on a machine without apt). kube-apiserver v1.37.2 does accept
@@ -157,27 +158,18 @@ build_etcd() {
 }
 
 install_debian_etcd() {
-  if [ ! -x /usr/bin/etcd ]; then
+  if [ ! -x /usr/bin/etcd ] || ! command -v curl >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
     [ "$(id -u)" -eq 0 ] || { log "need root to apt-get install etcd-server" >&2; return 1; }
     log "apt-get install etcd-server"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # --no-install-recommends: the package alone; its service is not wanted (policy-rc.d keeps it off).
-    apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
+    # curl and openssl for apiserver_accepts_etcd.
+    apt-get install -y -qq --no-install-recommends etcd-server curl openssl >/dev/null
     # The package enables and starts a system etcd on the default ports; envtest starts its own.
     if command -v systemctl >/dev/null 2>&1; then systemctl disable --now etcd >/dev/null 2>&1 || true; fi
   fi
   [ -x /usr/bin/etcd ]
 }
-
-# Tools the checks use.
-need=()
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v openssl >/dev/null 2>&1 || need+=(openssl)
-if [ ${#need[@]} -gt 0 ]; then
-  log "apt-get install ${need[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
 
 if [ -x "$dir/kube-apiserver" ]; then
   log "$dir/kube-apiserver already there ($("$dir/kube-apiserver" --version))"
