@@ -15,9 +15,6 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/flowlens/flowlens/sonar/api"
 	"github.com/flowlens/flowlens/sonar/cidrfile"
@@ -193,23 +190,14 @@ func (j journaled) Add(c index.Claim) bool {
 }
 
 func kubeSource(cfg config.Config, idx *index.Index, plog *persist.Log, log *zap.Logger, reg prometheus.Registerer) (*kube.Source, error) {
-	var rc *rest.Config
-	var err error
-	if cfg.InCluster {
-		rc, err = rest.InClusterConfig()
-	} else {
-		rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
-	}
+	client, err := kube.NewClient(cfg.Kubeconfig) // empty: in cluster (Validate refuses both)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes config: %w", err)
-	}
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, err
 	}
 	var sink kube.Sink = idx
 	if plog != nil {
 		sink = journaled{idx: idx, log: plog, zl: log}
 	}
-	return kube.New(client, sink, kube.Config{Cluster: cfg.Cluster, Resync: cfg.KubeResync, ResyncLag: cfg.KubeResyncLag}, log.With(zap.String("source", "kubernetes")), reg)
+	return kube.New(client, sink, kube.Config{Cluster: cfg.Cluster, Resync: cfg.KubeResync, ResyncLag: cfg.KubeResyncLag},
+		log.With(zap.String("source", "kubernetes")), reg)
 }
