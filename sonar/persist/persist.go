@@ -333,21 +333,12 @@ func (l *Log) syncLocked() error {
 func (l *Log) Snapshot() error {
 	l.snapMu.Lock()
 	defer l.snapMu.Unlock()
-	l.syncMu.Lock()
-	if err := l.syncLocked(); err != nil {
-		l.syncMu.Unlock()
+	if err := l.rotate(); err != nil {
 		return err
 	}
 	l.mu.Lock()
-	old := l.f
-	err := l.openSegment(l.seg + 1)
 	next := l.seg
 	l.mu.Unlock()
-	l.syncMu.Unlock()
-	if err != nil {
-		return err
-	}
-	old.Close()
 	if err := l.writeSnapshot(next); err != nil {
 		l.m.errors.WithLabelValues("snapshot").Inc()
 		return err
@@ -358,6 +349,36 @@ func (l *Log) Snapshot() error {
 		if s < next {
 			os.Remove(l.segPath(s))
 		}
+	}
+	return nil
+}
+
+// rotate starts a new segment. Everything appended to the old one is flushed under the same lock
+// that switches the writer (an append cannot slip in between and be lost), and fsync'd before any
+// Sync can run again: a Sync that then finds the new segment empty may rightly return at once.
+func (l *Log) rotate() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	l.mu.Lock()
+	if l.err != nil {
+		defer l.mu.Unlock()
+		return l.err
+	}
+	if err := l.w.Flush(); err != nil {
+		defer l.mu.Unlock()
+		return l.fail("write", err)
+	}
+	old := l.f
+	err := l.openSegment(l.seg + 1)
+	l.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	defer old.Close()
+	if err := old.Sync(); err != nil {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.fail("sync", err)
 	}
 	return nil
 }

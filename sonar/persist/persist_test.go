@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -237,5 +238,53 @@ func TestBackgroundSync(t *testing.T) {
 	st, _ := os.Stat(l.segPath(l.seg))
 	if st.Size() == 0 {
 		t.Fatal("synced frame not in the file")
+	}
+}
+
+// TestSnapshotWhileReporting: reports (add, append, sync) run on several goroutines while snapshots
+// rotate the log underneath them; after a crash every acknowledged claim is back.
+func TestSnapshotWhileReporting(t *testing.T) {
+	dir := t.TempDir()
+	idx := newIndex()
+	l := open(t, dir, idx, nil)
+	const writers, each = 4, 300
+	done := make(chan struct{})
+	snaps := 0
+	go func() {
+		defer close(done)
+		for snaps < 20 {
+			if err := l.Snapshot(); err != nil {
+				t.Error(err)
+				return
+			}
+			snaps++
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				c := index.Claim{IP: netip.AddrFrom4([4]byte{10, byte(w), byte(i >> 8), byte(i)}), Start: int64(i), End: int64(i) + 10,
+					Owner: flow.Workload{Name: fmt.Sprint("w", w)}, Evidence: index.EvidenceHeartbeat}
+				idx.Add(c)
+				if err := l.Append([]index.Claim{c}); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := l.Sync(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	<-done
+	// crash: no Close
+	fresh := newIndex()
+	l2 := open(t, dir, fresh, nil)
+	defer l2.Close()
+	if got, want := dump(fresh), dump(idx); len(want) != writers*each || !reflect.DeepEqual(got, want) {
+		t.Fatalf("after %d snapshots: %d ranges back, want %d", snaps, len(got), len(want))
 	}
 }
