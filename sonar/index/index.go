@@ -300,7 +300,7 @@ func (x *Index) extend(l []span, s span) bool {
 		return false
 	}
 	last := &l[n-1]
-	if last.owner != s.owner || s.start < last.start || s.start > last.end+x.gap {
+	if last.owner != s.owner || s.start < last.start || s.start > x.plusGap(last.end) {
 		return false
 	}
 	last.end = max(last.end, s.end)
@@ -410,10 +410,10 @@ func grow(l []span) []span {
 func (x *Index) merge(l []span, p span) []span {
 	i := search(l, p.start)
 	lo, hi := i, i // l[lo:hi] will be replaced by the merged span
-	for lo > 0 && l[lo-1].owner == p.owner && l[lo-1].end+x.gap >= p.start {
+	for lo > 0 && l[lo-1].owner == p.owner && x.plusGap(l[lo-1].end) >= p.start {
 		lo--
 	}
-	for hi < len(l) && l[hi].owner == p.owner && l[hi].start <= p.end+x.gap {
+	for hi < len(l) && l[hi].owner == p.owner && l[hi].start <= x.plusGap(p.end) {
 		hi++
 	}
 	for _, r := range l[lo:hi] {
@@ -425,6 +425,15 @@ func (x *Index) merge(l []span, p span) []span {
 		return slices.Delete(l, lo+1, hi)
 	}
 	return slices.Insert(grow(l), lo, p)
+}
+
+// plusGap is t+MergeGap, saturating: a claim may end near the largest time (a client's "forever"),
+// and a wrapped sum would stop it merging, leaving overlapping ranges of one owner.
+func (x *Index) plusGap(t int64) int64 {
+	if t > maxTime-x.gap {
+		return maxTime
+	}
+	return t + x.gap
 }
 
 // search returns the index of the first range starting after t.
