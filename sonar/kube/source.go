@@ -63,6 +63,12 @@ type Config struct {
 	// client-go's HTTP/2 health check finds a dead connection in about 45 s and a failing reflector
 	// retries (and reports) at least every 30 s. Default 60s.
 	ResyncLag time.Duration `mapstructure:"resync_lag"`
+	// EventLag is how far behind its arrival a watch event extends a range: an update delivered late
+	// describes the object as it was when it was sent, and the pod may have released its IP since
+	// (make bench-attribution finds misattributions with 30 s watch delays and no lag). It also delays
+	// when a new range becomes visible. Zero: events are trusted up to their arrival. sonar's config
+	// defaults it to 15s.
+	EventLag time.Duration `mapstructure:"event_lag"`
 }
 
 func (c Config) withDefaults() Config {
@@ -80,8 +86,8 @@ func (c Config) Validate() error {
 	if c.Resync < 0 {
 		return fmt.Errorf("kube: resync %v is negative", c.Resync)
 	}
-	if c.ResyncLag < 0 {
-		return fmt.Errorf("kube: resync_lag %v is negative", c.ResyncLag)
+	if c.ResyncLag < 0 || c.EventLag < 0 {
+		return fmt.Errorf("kube: resync_lag %v and event_lag %v must not be negative", c.ResyncLag, c.EventLag)
 	}
 	return nil
 }
@@ -240,7 +246,7 @@ func (s *Source) event(k kind, typ string, obj any) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.observe(k, obj, now, now, false)
+	s.observe(k, obj, now.Add(-s.cfg.EventLag), now, false)
 	if typ == "delete" {
 		s.forgetLocked(k, obj)
 	}
@@ -455,8 +461,10 @@ func (s *Source) claim(k key, owner flow.Workload, ev index.Evidence, ips []neti
 			if extendOnly {
 				continue
 			}
-			start := at
-			if !startHint.IsZero() && !startHint.After(at) {
+			// From the observation (now), never from a lagged time before it: the lag only holds the
+			// end back. A range whose end has not caught up with its start is claimed later.
+			start := now
+			if !startHint.IsZero() && !startHint.After(now) {
 				start = startHint
 			}
 			h = &held{start: start.UnixNano(), end: start.UnixNano(), owner: owner}
