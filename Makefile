@@ -38,13 +38,17 @@ build: ## build every binary into bin/
 run: deps build ## build and start the single-machine default: flow-collector and a host-scope flow-exporter
 	@scripts/run.sh
 
+.PHONY: envtest
+envtest: ## build and cache kube-apiserver and etcd for the Kubernetes tests (envtest); skipped when cached
+	@scripts/install-envtest.sh
+
 .PHONY: test
-test: deps ## install what the tests need and run them all (kernel tests need root)
+test: deps envtest ## install what the tests need and run them all (kernel tests need root)
 	$(GO) vet ./...
 	$(GO) test $(TESTFLAGS) ./...
 
 .PHONY: bench
-bench: deps build ## run the benchmarks one package at a time and print their figures
+bench: deps build envtest ## run the benchmarks one package at a time and print their figures
 	$(GO) test -p 1 -run '^$$' -bench . -count=1 -timeout 30m ./... | tee bench.out | grep -E '^(figure|Benchmark|ok|FAIL|---)'
 	@echo "full output in bench.out"
 
