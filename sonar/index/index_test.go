@@ -84,8 +84,8 @@ func TestAddRanges(t *testing.T) {
 			conflts:    []Range{rg(wB, H, 10, 30), rg(wB, H, 50, 60)},
 			nConflicts: 4},
 		{name: "claim ending at the largest time still merges", claims: []Claim{
-			{IP: ip, Start: 0, End: maxTime, Owner: wA, Evidence: H}, hb(wA, 10, 20), hb(wA, -50, -20)},
-			ranges: []Range{{Start: -50 * sec, End: maxTime, LastSeen: maxTime, Owner: wA, Evidence: H}}},
+			{IP: ip, Start: 0, End: maxTime, Owner: wA, Evidence: H}, hb(wA, 10, 20), hb(wA, maxTime/sec-5, maxTime/sec-4)},
+			ranges: []Range{{Start: 0, End: maxTime, LastSeen: maxTime, Owner: wA, Evidence: H}}},
 		{name: "heartbeats and events kept apart",
 			claims: []Claim{hb(wA, 0, 10), ev(wB, EvidencePodEvent, 0, 10)},
 			ranges: []Range{rg(wA, H, 0, 10), rg(wB, EvidencePodEvent, 0, 10)}},
