@@ -15,20 +15,36 @@ type CIDR struct {
 	Owner  flow.Workload
 }
 
-type cidrRange struct {
-	prefix netip.Prefix
-	owner  flow.Workload
+// cidrTable is the CIDR table by prefix length, longest first: a lookup tries each length present
+// (at most 33 for IPv4, 129 for IPv6) with one map probe, however many entries the table holds.
+type cidrTable struct {
+	lengths []int // distinct prefix lengths, descending
+	owners  map[netip.Prefix][]flow.Workload
 }
 
-// SetCIDRs replaces the CIDR table. Prefixes are matched longest first; two equal prefixes with
-// different owners are both kept and a lookup inside them answers Conflict.
+// SetCIDRs replaces the CIDR table. The longest matching prefix answers; two equal prefixes with
+// different owners are both kept and a lookup inside them answers Conflict. v4-mapped prefixes count
+// as IPv4.
 func (x *Index) SetCIDRs(table []CIDR) {
-	t := make([]cidrRange, 0, len(table))
+	t := &cidrTable{owners: make(map[netip.Prefix][]flow.Workload, len(table))}
 	for _, c := range table {
-		t = append(t, cidrRange{prefix: c.Prefix.Masked(), owner: c.Owner})
+		p := c.Prefix
+		if !p.IsValid() {
+			continue
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		p = p.Masked()
+		if os := t.owners[p]; !slices.Contains(os, c.Owner) {
+			t.owners[p] = append(os, c.Owner)
+		}
+		if !slices.Contains(t.lengths, p.Bits()) {
+			t.lengths = append(t.lengths, p.Bits())
+		}
 	}
-	slices.SortStableFunc(t, func(a, b cidrRange) int { return cmp.Compare(b.prefix.Bits(), a.prefix.Bits()) })
-	x.cidrs.Store(&t)
+	slices.SortFunc(t.lengths, func(a, b int) int { return cmp.Compare(b, a) })
+	x.cidrs.Store(t)
 }
 
 func (x *Index) lookupCIDR(ip netip.Addr) Answer {
@@ -36,27 +52,29 @@ func (x *Index) lookupCIDR(ip netip.Addr) Answer {
 	if t == nil {
 		return Answer{}
 	}
-	var a Answer
-	bits := -1
-	for _, c := range *t {
-		if bits >= 0 && c.prefix.Bits() < bits {
-			break // a longer prefix already matched
+	for _, bits := range t.lengths {
+		p, err := ip.Prefix(bits)
+		if err != nil {
+			continue // a length of the other address family
 		}
-		if !c.prefix.Contains(ip) {
+		owners := t.owners[p]
+		switch len(owners) {
+		case 0:
 			continue
+		case 1:
+			return Answer{Status: Owned, Range: cidrRange(owners[0])}
 		}
-		r := Range{Start: minTime, End: maxTime, Owner: c.owner, Evidence: EvidenceCIDR}
-		switch {
-		case bits < 0:
-			a, bits = Answer{Status: Owned, Range: r}, c.prefix.Bits()
-		case a.Range.Owner != c.owner || a.Status == Conflict:
-			if a.Status == Owned {
-				a = Answer{Status: Conflict, Conflicting: []Range{a.Range}}
-			}
-			a.Conflicting = append(a.Conflicting, r)
+		a := Answer{Status: Conflict}
+		for _, o := range owners {
+			a.Conflicting = append(a.Conflicting, cidrRange(o))
 		}
+		return a
 	}
-	return a
+	return Answer{}
+}
+
+func cidrRange(owner flow.Workload) Range {
+	return Range{Start: minTime, End: maxTime, Owner: owner, Evidence: EvidenceCIDR}
 }
 
 const (

@@ -107,7 +107,7 @@ type Index struct {
 	gap    int64
 	owners owners
 	shards [shards]shard
-	cidrs  atomic.Pointer[[]cidrRange]
+	cidrs  atomic.Pointer[cidrTable]
 
 	ranges    atomic.Int64 // held, conflicts included
 	conflicts atomic.Int64 // claims (or parts of claims) that overlapped a different owner

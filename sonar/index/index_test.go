@@ -17,6 +17,7 @@ var (
 	wA = flow.Workload{Name: "a", Namespace: "ns", Pod: "a-1", Cluster: "c"}
 	wB = flow.Workload{Name: "b", Namespace: "ns", Pod: "b-1", Cluster: "c"}
 	wC = flow.Workload{Name: "c", Namespace: "other", Pod: "c-1", Cluster: "c"}
+	wD = flow.Workload{Name: "internet"}
 	ip = netip.MustParseAddr("10.0.0.5")
 )
 
@@ -252,6 +253,9 @@ func TestCIDR(t *testing.T) {
 		{Prefix: netip.MustParsePrefix("10.3.0.0/16"), Owner: wC},
 		{Prefix: netip.MustParsePrefix("10.3.0.0/16"), Owner: wC}, // same owner twice: no conflict
 		{Prefix: netip.MustParsePrefix("fd00::/64"), Owner: wC},
+		{Prefix: netip.MustParsePrefix("::ffff:192.0.2.0/120"), Owner: wA}, // v4-mapped: 192.0.2.0/24
+		{Prefix: netip.MustParsePrefix("0.0.0.0/0"), Owner: wD},            // everything else IPv4
+		{Prefix: netip.Prefix{}, Owner: wA},                                // invalid: ignored
 	})
 	x.Add(Claim{IP: netip.MustParseAddr("10.1.0.9"), Start: 100, End: 200, Owner: wC, Evidence: EvidenceHeartbeat})
 	for _, tc := range []struct {
@@ -266,7 +270,8 @@ func TestCIDR(t *testing.T) {
 		{"10.3.3.4", 0, Answer{Status: Owned, Range: cidr(wC)}},
 		{"fd00::5", 0, Answer{Status: Owned, Range: cidr(wC)}},
 		{"fd01::5", 0, Answer{}},
-		{"11.0.0.1", 0, Answer{}},
+		{"11.0.0.1", 0, Answer{Status: Owned, Range: cidr(wD)}},
+		{"192.0.2.200", 0, Answer{Status: Owned, Range: cidr(wA)}},
 		{"10.1.0.9", 150, Answer{Status: Owned, Range: Range{Start: 100, End: 200, LastSeen: 200, Owner: wC, Evidence: EvidenceHeartbeat}}},
 		{"10.1.0.9", 250, Answer{Status: Owned, Range: cidr(wB)}},
 	} {
