@@ -59,13 +59,17 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 	a.closers = append(a.closers, a.store.Close)
 
 	a.idx = index.New(index.Config{MergeGap: cfg.Attribution.MergeGap, MaxAge: cfg.Attribution.MaxAge, MaxRanges: cfg.Attribution.MaxRanges})
-	ext, err := a.startSonar(reg)
+	ext, journal, err := a.startSonar(reg)
 	if err != nil {
 		return nil, err
 	}
 	fleet, err := a.startFleet(reg)
 	if err != nil {
 		return nil, err
+	}
+	share := sharers{journal}
+	if fleet.sharer != nil {
+		share = append(share, fleet.sharer)
 	}
 
 	ctx := context.Background()
@@ -74,7 +78,7 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 		return nil, err
 	}
 	a.pipe = pipeline.New(pipeline.Config{Deadline: cfg.Attribution.Deadline, QueueRecords: cfg.QueueRecords, ParkedRecords: cfg.ParkedRecords},
-		a.idx, a.store, fleet.publishers, fleet.sharer, log, reg)
+		a.idx, a.store, fleet.publishers, share, log, reg)
 	a.pipe.Restore(pending)
 	pctx, cancel := context.WithCancel(ctx)
 	a.stopPipe = cancel

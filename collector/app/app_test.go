@@ -227,9 +227,11 @@ func TestTwoWorkloadsEndToEnd(t *testing.T) {
 	check(col)
 	checkAPI(t, col, flows(t, col, store.FlowQuery{Port: 8080})[0].StartTime)
 
+	at := flows(t, col, store.FlowQuery{Port: 8080})[0].StartTime
 	stopCollector(col)
 	col = startCollector(t, dir, addr)
 	check(col)
+	checkAPI(t, col, at) // the ownership index came back from its snapshot and claim log too
 }
 
 // checkAPI asks the collector's HTTP API what a user would: the dependency graph and who owned the

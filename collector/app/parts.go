@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,9 @@ import (
 	"github.com/flowlens/flowlens/collector/fleet/ownership"
 	"github.com/flowlens/flowlens/collector/pipeline"
 	sonarapi "github.com/flowlens/flowlens/sonar/api"
+	"github.com/flowlens/flowlens/sonar/cidrfile"
+	"github.com/flowlens/flowlens/sonar/index"
+	"github.com/flowlens/flowlens/sonar/persist"
 )
 
 // fleetParts are the outputs and the ownership sharing of fleet mode; empty on one machine.
@@ -25,11 +29,50 @@ type fleetParts struct {
 	sharer     pipeline.Sharer
 }
 
-// startSonar prepares the ownership index in process and returns the HTTP handler that serves the
-// query API and sonar's lookups over it.
-func (a *App) startSonar(reg prometheus.Registerer) (http.Handler, error) {
+// startSonar prepares the ownership index in process: restored from its snapshot and claim log under
+// the data directory (which it then keeps), with the CIDR table if one is configured. It returns the
+// HTTP handler that serves the query API and sonar's lookups, and the sharer that logs heartbeats.
+func (a *App) startSonar(reg prometheus.Registerer) (http.Handler, pipeline.Sharer, error) {
+	plog, err := persist.Open(filepath.Join(a.cfg.DataDir, "sonar"), a.idx, a.log, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	a.closers = append(a.closers, plog.Close)
+	r := plog.Replayed()
+	a.log.Info("ownership index restored", zap.Int("snapshot_ranges", r.SnapshotRanges), zap.Int("claims", r.Claims),
+		zap.Strings("corrupt", r.Corrupt))
+	if path := a.cfg.Attribution.CIDRFile; path != "" {
+		f, err := cidrfile.Load(path, a.idx, a.log, reg)
+		if err != nil {
+			return nil, nil, err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := f.Run(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("cidr file watch", zap.Error(err))
+			}
+		}()
+		a.closers = append(a.closers, func() error { cancel(); <-done; return nil })
+	}
 	lookups := sonarapi.NewHTTP(a.idx, a.log, sonarapi.WithMetrics(sonarapi.NewMetrics(reg)))
-	return api.Handler(a.store, lookups.ServeHTTP, a.log), nil
+	return api.Handler(a.store, lookups.ServeHTTP, a.log), logSharer{plog}, nil
+}
+
+// logSharer appends heartbeats to the index's claim log, which syncs them in groups: a crash loses at
+// most the last sync interval of heartbeats, never a flow (those are in the store).
+type logSharer struct{ l *persist.Log }
+
+func (s logSharer) Share(claims []index.Claim) { _ = s.l.Append(claims) } // errors are counted by the log
+
+// sharers passes heartbeats to each of several sharers.
+type sharers []pipeline.Sharer
+
+func (ss sharers) Share(claims []index.Claim) {
+	for _, s := range ss {
+		s.Share(claims)
+	}
 }
 
 // startFleet connects the fleet outputs the config names: enriched flows to JetStream and Kafka, and
