@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +47,38 @@ func FuzzBatch(f *testing.F) {
 				t.Fatalf("answer %q: %v, %d answers to %d queries", w.Body, err, len(resp.Answers), len(req.Queries))
 			}
 		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+			var e ErrorJSON
+			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Error == "" {
+				t.Fatalf("error answer %q: %v", w.Body, err)
+			}
+		default:
+			t.Fatalf("status %d", w.Code)
+		}
+	})
+}
+
+// FuzzLookupQuery feeds arbitrary ip and at values to GET /api/v1/lookup: 200 with the address and
+// time echoed as parsed, or 400 with a message; nothing panics.
+func FuzzLookupQuery(f *testing.F) {
+	for _, s := range [][2]string{{"10.0.0.5", "1764039600000000000"}, {"fd00::1", "2026-11-25T03:00:00.5+01:00"},
+		{"::ffff:10.0.0.5", "-5m"}, {"10.0.0.5", " 10s"}, {"10.0.0.5", ""}, {"", "-"}, {"fe80::1%eth0", "+"}, {"1.2.3.4", "-9223372036854775808"}} {
+		f.Add(s[0], s[1])
+	}
+	h := NewHTTP(index.New(index.Config{}), zap.NewNop(), WithClock(func() time.Time { return time.Unix(1_764_039_600, 0) }))
+	f.Fuzz(func(t *testing.T, ip, at string) {
+		q := url.Values{"ip": {ip}, "at": {at}}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/api/v1/lookup?"+q.Encode(), nil))
+		switch w.Code {
+		case http.StatusOK:
+			var a AnswerJSON
+			if err := json.Unmarshal(w.Body.Bytes(), &a); err != nil || a.Status != "UNKNOWN" {
+				t.Fatalf("answer %q: %v", w.Body, err)
+			}
+			if want := netip.MustParseAddr(ip).String(); a.IP != want {
+				t.Fatalf("ip %q echoed as %q, want %q", ip, a.IP, want)
+			}
+		case http.StatusBadRequest:
 			var e ErrorJSON
 			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || e.Error == "" {
 				t.Fatalf("error answer %q: %v", w.Body, err)
