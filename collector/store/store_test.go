@@ -261,3 +261,24 @@ func TestBadWritesKeepEarlierData(t *testing.T) {
 		t.Fatalf("after final %+v", got)
 	}
 }
+
+func TestThreads(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ cfg, want int }{{0, 1}, {2, 2}} {
+		s, err := Open(Config{Path: filepath.Join(dir, "flows.duckdb"), Threads: tc.cfg}, zap.NewNop(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		if err := s.db.QueryRow(`SELECT current_setting('threads')`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if got != tc.want {
+			t.Errorf("Threads %d: DuckDB threads = %d, want %d", tc.cfg, got, tc.want)
+		}
+	}
+	if _, err := Open(Config{Path: filepath.Join(dir, "flows.duckdb"), Threads: -1}, zap.NewNop(), nil); err == nil || !strings.Contains(err.Error(), "threads") {
+		t.Fatalf("Threads -1: err = %v, want a threads error", err)
+	}
+}
