@@ -20,6 +20,7 @@ import (
 // Client talks to one sonar. It is safe for concurrent use.
 type Client struct {
 	conn *grpc.ClientConn // nil when built with New
+	cc   grpc.ClientConnInterface
 	c    sonarv1.SonarServiceClient
 }
 
@@ -33,12 +34,12 @@ func Dial(target string, opts ...grpc.DialOption) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sonar client %s: %w", target, err)
 	}
-	return &Client{conn: conn, c: sonarv1.NewSonarServiceClient(conn)}, nil
+	return &Client{conn: conn, cc: conn, c: sonarv1.NewSonarServiceClient(conn)}, nil
 }
 
 // New uses a connection the caller owns (Close does not close it).
 func New(conn grpc.ClientConnInterface) *Client {
-	return &Client{c: sonarv1.NewSonarServiceClient(conn)}
+	return &Client{cc: conn, c: sonarv1.NewSonarServiceClient(conn)}
 }
 
 // Close closes the connection Dial made.
@@ -73,20 +74,18 @@ func (c *Client) LookupBatch(ctx context.Context, qs []Query) ([]index.Answer, e
 		for i, q := range qs[:n] {
 			req.Queries[i] = &sonarv1.LookupQuery{Ip: api.AddrBytes(q.IP), Time: q.At}
 		}
-		resp, err := c.c.Lookup(ctx, req)
+		var resp rawResponse
+		if err := c.cc.Invoke(ctx, sonarv1.SonarService_Lookup_FullMethodName, req, &resp, grpc.ForceCodec(rawCodec{})); err != nil {
+			return nil, fmt.Errorf("sonar lookup: %w", err)
+		}
+		as, err := decodeAnswers(resp.b, n)
 		if err != nil {
 			return nil, fmt.Errorf("sonar lookup: %w", err)
 		}
-		if len(resp.GetAnswers()) != n {
-			return nil, fmt.Errorf("sonar lookup: %d answers to %d queries", len(resp.GetAnswers()), n)
+		if len(as) != n {
+			return nil, fmt.Errorf("sonar lookup: %d answers to %d queries", len(as), n)
 		}
-		for _, p := range resp.GetAnswers() {
-			a, err := api.AnswerFromProto(p)
-			if err != nil {
-				return nil, fmt.Errorf("sonar lookup: %w", err)
-			}
-			answers = append(answers, a)
-		}
+		answers = append(answers, as...)
 		qs = qs[n:]
 	}
 	return answers, nil
