@@ -70,10 +70,14 @@ func (g *GRPC) Lookup(_ context.Context, req *sonarv1.LookupRequest) (*sonarv1.L
 		}
 		queries[i] = query{ip: ip, at: q.GetTime()}
 	}
-	resp := &sonarv1.LookupResponse{Answers: make([]*sonarv1.LookupAnswer, len(queries))}
+	answers := make([]index.Answer, len(queries))
 	for i, q := range queries {
-		resp.Answers[i] = AnswerToProto(q.ip, g.s.lookup(q))
+		answers[i] = g.s.lookup(q)
 	}
+	// The answers go as the response's unknown fields, encoded by hand (encode.go): the same bytes
+	// proto.Marshal would write for Answers, without a message per answer.
+	resp := &sonarv1.LookupResponse{}
+	resp.ProtoReflect().SetUnknown(encodeAnswers(queries, answers))
 	return resp, nil
 }
 
