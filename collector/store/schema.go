@@ -18,7 +18,7 @@ var flowColumns = []struct{ name, typ string }{
 	{"local_port", "USMALLINT"},
 	{"remote_addr", "VARCHAR"},
 	{"remote_port", "USMALLINT"},
-	{"role", enumType(func(i int) fmt.Stringer { return flow.Role(i) })},
+	{"role", enumType(roleNames)},
 	{"start_time", "BIGINT"}, // Unix ns; 0 for preexisting connections
 	{"end_time", "BIGINT"},
 	{"bytes_sent", "UBIGINT"},
@@ -29,14 +29,14 @@ var flowColumns = []struct{ name, typ string }{
 	{"srtt_us", "UINTEGER"},
 	{"rtt_var_us", "UINTEGER"},
 	{"min_rtt_us", "UINTEGER"},
-	{"close", enumType(func(i int) fmt.Stringer { return flow.Close(i) })},
+	{"close", enumType(closeNames)},
 	{"error", "VARCHAR"},
 	{"pid", "UINTEGER"},
 	{"comm", "VARCHAR"},
 	{"netns", "UINTEGER"},
 	{"cgroup_id", "UBIGINT"},
 	{"preexisting", "BOOLEAN"},
-	{"attribution", enumType(func(i int) fmt.Stringer { return flow.Attribution(i) })},
+	{"attribution", enumType(attributionNames)},
 	{"local_name", "VARCHAR"},
 	{"local_namespace", "VARCHAR"},
 	{"local_pod", "VARCHAR"},
@@ -60,18 +60,29 @@ var flowColumnList = func() string {
 	return strings.Join(names, ", ")
 }()
 
-// enumType spells a DuckDB ENUM of a flow enum's names, read from its String method up to the first
-// value it does not name.
-func enumType(name func(int) fmt.Stringer) string {
+// enumNames reads a flow enum's names from its String method, up to the first value it does not name.
+func enumNames(name func(int) fmt.Stringer) []string {
 	var vals []string
 	for i := 0; i < 256; i++ {
 		s := name(i).String()
 		if strings.Contains(s, "(") {
 			break
 		}
-		vals = append(vals, "'"+s+"'")
+		vals = append(vals, s)
 	}
-	return "ENUM(" + strings.Join(vals, ", ") + ")"
+	return vals
+}
+
+// The flow enums' names, indexed by value.
+var (
+	roleNames        = enumNames(func(i int) fmt.Stringer { return flow.Role(i) })
+	closeNames       = enumNames(func(i int) fmt.Stringer { return flow.Close(i) })
+	attributionNames = enumNames(func(i int) fmt.Stringer { return flow.Attribution(i) })
+)
+
+// enumType spells a DuckDB ENUM of names.
+func enumType(names []string) string {
+	return "ENUM('" + strings.Join(names, "', '") + "')"
 }
 
 // recordColumns are the flow columns the flows table holds itself: all but the workloads.

@@ -92,6 +92,7 @@ type Store struct {
 	wids   map[uint64]struct{} // the workloads table's ids
 	nextID int64
 	npend  int64
+	in     flowsIn // appendFlows' buffers, reused by every write
 
 	watermark int64              // the rollup covers end times below this
 	dirty     map[int64]struct{} // rolled-up minutes changed since

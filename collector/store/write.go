@@ -350,28 +350,12 @@ func (s *Store) commit(ctx context.Context, w Write, p *plan) (resolved int64, e
 		if !ok {
 			return fmt.Errorf("not a driver connection: %T", dc)
 		}
-		vals := make([]driver.Value, 0, 5+len(flowColumns))
 		if len(p.rows) > 0 {
-			err := appendRows(ctx, conn, "flows", func(a *duckdb.Appender) error {
-				for _, r := range p.rows {
-					if r.skip {
-						continue
-					}
-					f := &w.Flows[r.flow]
-					lw, ln := s.workload(p, &f.LocalWorkload)
-					rw, rn := s.workload(p, &f.RemoteWorkload)
-					k := keyOf(f)
-					vals = append(vals[:0], r.id, k.hash(), lw, rw, ln, rn)
-					if err := a.AppendRow(recordValues(vals, f)...); err != nil {
-						return fmt.Errorf("flow %d: %w", r.flow, err)
-					}
-				}
-				return nil
-			})
-			if err != nil {
+			if err := s.appendFlows(ctx, conn, w.Flows, p); err != nil {
 				return err
 			}
 		}
+		vals := make([]driver.Value, 0, 5+len(flowColumns))
 		if len(p.workloads) > 0 {
 			err := appendRows(ctx, conn, "workloads", func(a *duckdb.Appender) error {
 				for id, wl := range p.workloads {
