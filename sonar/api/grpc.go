@@ -70,10 +70,7 @@ func (g *GRPC) Lookup(_ context.Context, req *sonarv1.LookupRequest) (*sonarv1.L
 		}
 		queries[i] = query{ip: ip, at: q.GetTime()}
 	}
-	answers := make([]index.Answer, len(queries))
-	for i, q := range queries {
-		answers[i] = g.s.lookup(q)
-	}
+	answers := g.s.lookupAll(queries)
 	// The answers go as the response's unknown fields, encoded by hand (encode.go): the same bytes
 	// proto.Marshal would write for Answers, without a message per answer.
 	resp := &sonarv1.LookupResponse{}

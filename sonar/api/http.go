@@ -111,8 +111,8 @@ func (s *service) httpBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := BatchResponse{Answers: make([]AnswerJSON, len(queries))}
-	for i, q := range queries {
-		resp.Answers[i] = answerJSON(q, s.lookup(q))
+	for i, a := range s.lookupAll(queries) {
+		resp.Answers[i] = answerJSON(queries[i], a)
 	}
 	writeJSON(w, resp)
 }
