@@ -143,11 +143,14 @@ func TestGRPCLookup(t *testing.T) {
 			t.Fatalf("answer %d at %d: %+v", i, many[i].At-t0, a)
 		}
 	}
-	ranges, err := s.client.Ranges(ctx, addr("10.0.0.6"))
+	ranges, conflicts, err := s.client.Ranges(ctx, addr("10.0.0.6"))
 	if want := []index.Range{dbRange, cartRange}; err != nil || !reflect.DeepEqual(ranges, want) {
 		t.Fatalf("Ranges: %+v, %v; want %+v", ranges, err, want)
 	}
-	ranges, err = s.client.Ranges(ctx, addr("10.9.9.9"))
+	if want := []index.Range{cartPart}; !reflect.DeepEqual(conflicts, want) {
+		t.Fatalf("Ranges conflicts: %+v; want %+v", conflicts, want)
+	}
+	ranges, _, err = s.client.Ranges(ctx, addr("10.9.9.9"))
 	if err != nil || len(ranges) != 0 {
 		t.Fatalf("Ranges of an unknown address: %+v, %v", ranges, err)
 	}

@@ -78,17 +78,20 @@ func (g *GRPC) Lookup(_ context.Context, req *sonarv1.LookupRequest) (*sonarv1.L
 	return resp, nil
 }
 
-// ListRanges lists the ranges held for an address, sorted by start. The parts of claims that
-// conflicted are not in the protocol's answer (the HTTP API lists them).
+// ListRanges lists the ranges held for an address and, apart, the parts of claims that conflicted,
+// each sorted by start.
 func (g *GRPC) ListRanges(_ context.Context, req *sonarv1.ListRangesRequest) (*sonarv1.ListRangesResponse, error) {
 	ip, err := AddrFromBytes(req.GetIp())
 	if err != nil {
 		return nil, g.refuse("bad_query", "%v", err)
 	}
-	ranges, _ := g.s.idx.Ranges(ip)
-	resp := &sonarv1.ListRangesResponse{Ranges: make([]*sonarv1.OwnershipRange, len(ranges))}
-	for i, r := range ranges {
-		resp.Ranges[i] = RangeToProto(ip, r)
+	ranges, conflicts := g.s.idx.Ranges(ip)
+	resp := &sonarv1.ListRangesResponse{}
+	for _, r := range ranges {
+		resp.Ranges = append(resp.Ranges, RangeToProto(ip, r))
+	}
+	for _, r := range conflicts {
+		resp.Conflicts = append(resp.Conflicts, RangeToProto(ip, r))
 	}
 	return resp, nil
 }

@@ -110,17 +110,20 @@ func (c *Client) Report(ctx context.Context, claims []index.Claim) (conflicts in
 	return conflicts, nil
 }
 
-// Ranges lists the ranges sonar holds for ip, sorted by start.
-func (c *Client) Ranges(ctx context.Context, ip netip.Addr) ([]index.Range, error) {
+// Ranges lists the ranges sonar holds for ip and, apart, the parts of claims that conflicted with a
+// different owner, each sorted by start.
+func (c *Client) Ranges(ctx context.Context, ip netip.Addr) (ranges, conflicts []index.Range, err error) {
 	resp, err := c.c.ListRanges(ctx, &sonarv1.ListRangesRequest{Ip: api.AddrBytes(ip)})
 	if err != nil {
-		return nil, fmt.Errorf("sonar ranges: %w", err)
+		return nil, nil, fmt.Errorf("sonar ranges: %w", err)
 	}
-	rs := make([]index.Range, len(resp.GetRanges()))
-	for i, p := range resp.GetRanges() {
-		rs[i] = api.RangeFromProto(p)
+	for _, p := range resp.GetRanges() {
+		ranges = append(ranges, api.RangeFromProto(p))
 	}
-	return rs, nil
+	for _, p := range resp.GetConflicts() {
+		conflicts = append(conflicts, api.RangeFromProto(p))
+	}
+	return ranges, conflicts, nil
 }
 
 // Lookuper adapts a Client to the collector's in-process shape, Lookup(ip, t) index.Answer. A lookup

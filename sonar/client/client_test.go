@@ -34,7 +34,7 @@ func TestUnreachable(t *testing.T) {
 	if _, err := c.Report(ctx, []index.Claim{{IP: ip, Start: 0, End: 1, Evidence: index.EvidenceHeartbeat}}); err == nil || !strings.HasPrefix(err.Error(), "sonar report: ") {
 		t.Fatalf("Report: %v", err)
 	}
-	if _, err := c.Ranges(ctx, ip); err == nil || !strings.HasPrefix(err.Error(), "sonar ranges: ") {
+	if _, _, err := c.Ranges(ctx, ip); err == nil || !strings.HasPrefix(err.Error(), "sonar ranges: ") {
 		t.Fatalf("Ranges: %v", err)
 	}
 	l := c.Lookuper(200 * time.Millisecond)

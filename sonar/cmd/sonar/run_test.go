@@ -124,7 +124,7 @@ func TestServeRestartAndCIDR(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	rs, err := c.Ranges(ctx, netip.MustParseAddr("10.0.0.5"))
+	rs, _, err := c.Ranges(ctx, netip.MustParseAddr("10.0.0.5"))
 	if err != nil || len(rs) != 1 || rs[0].Owner != web {
 		t.Fatalf("ranges after restart: %+v %v", rs, err)
 	}

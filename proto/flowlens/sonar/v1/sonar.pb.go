@@ -565,7 +565,8 @@ func (x *ListRangesRequest) GetIp() []byte {
 
 type ListRangesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ranges        []*OwnershipRange      `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"` // sorted by start
+	Ranges        []*OwnershipRange      `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`       // sorted by start
+	Conflicts     []*OwnershipRange      `protobuf:"bytes,2,rep,name=conflicts,proto3" json:"conflicts,omitempty"` // the parts of claims that overlapped a different owner, sorted by start
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -607,6 +608,13 @@ func (x *ListRangesResponse) GetRanges() []*OwnershipRange {
 	return nil
 }
 
+func (x *ListRangesResponse) GetConflicts() []*OwnershipRange {
+	if x != nil {
+		return x.Conflicts
+	}
+	return nil
+}
+
 var File_flowlens_sonar_v1_sonar_proto protoreflect.FileDescriptor
 
 const file_flowlens_sonar_v1_sonar_proto_rawDesc = "" +
@@ -636,9 +644,10 @@ const file_flowlens_sonar_v1_sonar_proto_rawDesc = "" +
 	"\x0eLookupResponse\x129\n" +
 	"\aanswers\x18\x01 \x03(\v2\x1f.flowlens.sonar.v1.LookupAnswerR\aanswers\"#\n" +
 	"\x11ListRangesRequest\x12\x0e\n" +
-	"\x02ip\x18\x01 \x01(\fR\x02ip\"O\n" +
+	"\x02ip\x18\x01 \x01(\fR\x02ip\"\x90\x01\n" +
 	"\x12ListRangesResponse\x129\n" +
-	"\x06ranges\x18\x01 \x03(\v2!.flowlens.sonar.v1.OwnershipRangeR\x06ranges*\x90\x01\n" +
+	"\x06ranges\x18\x01 \x03(\v2!.flowlens.sonar.v1.OwnershipRangeR\x06ranges\x12?\n" +
+	"\tconflicts\x18\x02 \x03(\v2!.flowlens.sonar.v1.OwnershipRangeR\tconflicts*\x90\x01\n" +
 	"\bEvidence\x12\x18\n" +
 	"\x14EVIDENCE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12EVIDENCE_HEARTBEAT\x10\x01\x12\x16\n" +
@@ -695,17 +704,18 @@ var file_flowlens_sonar_v1_sonar_proto_depIdxs = []int32{
 	2,  // 6: flowlens.sonar.v1.LookupAnswer.conflicting:type_name -> flowlens.sonar.v1.OwnershipRange
 	7,  // 7: flowlens.sonar.v1.LookupResponse.answers:type_name -> flowlens.sonar.v1.LookupAnswer
 	2,  // 8: flowlens.sonar.v1.ListRangesResponse.ranges:type_name -> flowlens.sonar.v1.OwnershipRange
-	3,  // 9: flowlens.sonar.v1.SonarService.Report:input_type -> flowlens.sonar.v1.ReportRequest
-	6,  // 10: flowlens.sonar.v1.SonarService.Lookup:input_type -> flowlens.sonar.v1.LookupRequest
-	9,  // 11: flowlens.sonar.v1.SonarService.ListRanges:input_type -> flowlens.sonar.v1.ListRangesRequest
-	4,  // 12: flowlens.sonar.v1.SonarService.Report:output_type -> flowlens.sonar.v1.ReportResponse
-	8,  // 13: flowlens.sonar.v1.SonarService.Lookup:output_type -> flowlens.sonar.v1.LookupResponse
-	10, // 14: flowlens.sonar.v1.SonarService.ListRanges:output_type -> flowlens.sonar.v1.ListRangesResponse
-	12, // [12:15] is the sub-list for method output_type
-	9,  // [9:12] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	2,  // 9: flowlens.sonar.v1.ListRangesResponse.conflicts:type_name -> flowlens.sonar.v1.OwnershipRange
+	3,  // 10: flowlens.sonar.v1.SonarService.Report:input_type -> flowlens.sonar.v1.ReportRequest
+	6,  // 11: flowlens.sonar.v1.SonarService.Lookup:input_type -> flowlens.sonar.v1.LookupRequest
+	9,  // 12: flowlens.sonar.v1.SonarService.ListRanges:input_type -> flowlens.sonar.v1.ListRangesRequest
+	4,  // 13: flowlens.sonar.v1.SonarService.Report:output_type -> flowlens.sonar.v1.ReportResponse
+	8,  // 14: flowlens.sonar.v1.SonarService.Lookup:output_type -> flowlens.sonar.v1.LookupResponse
+	10, // 15: flowlens.sonar.v1.SonarService.ListRanges:output_type -> flowlens.sonar.v1.ListRangesResponse
+	13, // [13:16] is the sub-list for method output_type
+	10, // [10:13] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_flowlens_sonar_v1_sonar_proto_init() }
