@@ -45,6 +45,8 @@ type Config struct {
 	// KubeResync and KubeResyncLag are the Kubernetes source's resync period and lag (sonar/kube).
 	KubeResync    time.Duration `mapstructure:"kube_resync"`
 	KubeResyncLag time.Duration `mapstructure:"kube_resync_lag"`
+	// KubeEventLag is how far behind its arrival a watch event extends a range (sonar/kube EventLag).
+	KubeEventLag time.Duration `mapstructure:"kube_event_lag"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `mapstructure:"log_level"`
 	// ShutdownTimeout bounds the graceful stop of the listeners. Default 10s.
@@ -69,6 +71,7 @@ var options = []settings.Option{
 	settings.O("cluster", "cluster", "", "cluster name in the workloads the Kubernetes source claims"),
 	settings.O("kube_resync", "kube-resync", 30*time.Second, "how often the Kubernetes source re-observes its caches"),
 	settings.O("kube_resync_lag", "kube-resync-lag", 60*time.Second, "how far behind the tick a resync extends ranges"),
+	settings.O("kube_event_lag", "kube-event-lag", 15*time.Second, "how far behind its arrival a watch event extends a range"),
 	settings.O("log_level", "log-level", "info", "debug, info, warn or error"),
 	settings.O("shutdown_timeout", "shutdown-timeout", 10*time.Second, "graceful stop of the listeners"),
 }
@@ -105,7 +108,7 @@ func (c Config) Validate() error {
 		name string
 		v    time.Duration
 	}{{"merge_gap", c.MergeGap}, {"max_age", c.MaxAge}, {"expire_interval", c.ExpireInterval}, {"snapshot_interval", c.SnapshotInterval}, {"shutdown_timeout", c.ShutdownTimeout},
-		{"kube_resync", c.KubeResync}, {"kube_resync_lag", c.KubeResyncLag}} {
+		{"kube_resync", c.KubeResync}, {"kube_resync_lag", c.KubeResyncLag}, {"kube_event_lag", c.KubeEventLag}} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s %v: want > 0", d.name, d.v))
 		}

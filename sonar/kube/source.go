@@ -63,7 +63,7 @@ type Config struct {
 	// client-go's HTTP/2 health check finds a dead connection in about 45 s and a failing reflector
 	// retries (and reports) at least every 30 s. Default 60s.
 	ResyncLag time.Duration `mapstructure:"resync_lag"`
-	// EventLag is how far behind its arrival a watch event extends a range: an update delivered late
+	// EventLag is how far behind its arrival a pod's watch event extends its range: an update delivered late
 	// describes the object as it was when it was sent, and the pod may have released its IP since
 	// (make bench-attribution finds misattributions with 30 s watch delays and no lag). It also delays
 	// when a new range becomes visible. Zero: events are trusted up to their arrival. sonar's config
@@ -246,7 +246,11 @@ func (s *Source) event(k kind, typ string, obj any) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.observe(k, obj, now.Add(-s.cfg.EventLag), now, false)
+	at := now
+	if k == kindPod {
+		at = now.Add(-s.cfg.EventLag) // pods churn and hand their IPs on within seconds; services and nodes do not
+	}
+	s.observe(k, obj, at, now, false)
 	if typ == "delete" {
 		s.forgetLocked(k, obj)
 	}

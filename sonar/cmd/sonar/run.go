@@ -198,6 +198,6 @@ func kubeSource(cfg config.Config, idx *index.Index, plog *persist.Log, log *zap
 	if plog != nil {
 		sink = journaled{idx: idx, log: plog, zl: log}
 	}
-	return kube.New(client, sink, kube.Config{Cluster: cfg.Cluster, Resync: cfg.KubeResync, ResyncLag: cfg.KubeResyncLag},
+	return kube.New(client, sink, kube.Config{Cluster: cfg.Cluster, Resync: cfg.KubeResync, ResyncLag: cfg.KubeResyncLag, EventLag: cfg.KubeEventLag},
 		log.With(zap.String("source", "kubernetes")), reg)
 }
