@@ -45,6 +45,10 @@ type Config struct {
 	// KubeResync and KubeResyncLag are the Kubernetes source's resync period and lag (sonar/kube).
 	KubeResync    time.Duration `mapstructure:"kube_resync"`
 	KubeResyncLag time.Duration `mapstructure:"kube_resync_lag"`
+	// NATSURL, when set, makes sonar a fleet replica: it applies every ownership claim the collectors
+	// share on the JetStream stream OwnershipStream (collector/fleet/ownership) to its index.
+	NATSURL         string `mapstructure:"nats_url"`
+	OwnershipStream string `mapstructure:"ownership_stream"`
 	// KubeEventLag is how far behind its arrival a watch event extends a range (sonar/kube EventLag).
 	KubeEventLag time.Duration `mapstructure:"kube_event_lag"`
 	// LogLevel is debug, info, warn or error.
@@ -72,6 +76,8 @@ var options = []settings.Option{
 	settings.O("kube_resync", "kube-resync", 30*time.Second, "how often the Kubernetes source re-observes its caches"),
 	settings.O("kube_resync_lag", "kube-resync-lag", 60*time.Second, "how far behind the tick a resync extends ranges"),
 	settings.O("kube_event_lag", "kube-event-lag", 15*time.Second, "how far behind its arrival a watch event extends a range"),
+	settings.O("nats_url", "nats-url", "", "NATS server whose ownership stream sonar applies (fleet mode; empty: off)"),
+	settings.O("ownership_stream", "ownership-stream", "FLOWLENS_OWNERSHIP", "JetStream stream of ownership claims"),
 	settings.O("log_level", "log-level", "info", "debug, info, warn or error"),
 	settings.O("shutdown_timeout", "shutdown-timeout", 10*time.Second, "graceful stop of the listeners"),
 }

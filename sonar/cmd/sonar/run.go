@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -16,6 +17,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/flowlens/flowlens/collector/fleet"
+	"github.com/flowlens/flowlens/collector/fleet/ownership"
 	"github.com/flowlens/flowlens/sonar/api"
 	"github.com/flowlens/flowlens/sonar/cidrfile"
 	"github.com/flowlens/flowlens/sonar/config"
@@ -74,6 +77,11 @@ func run(ctx context.Context, cfg config.Config, log *zap.Logger, reg *prometheu
 				log.Error("kubernetes source stopped", zap.Error(err))
 			}
 		})
+	}
+	if cfg.NATSURL != "" {
+		if err := followOwnership(sctx, &wg, cfg, idx, log, reg); err != nil {
+			return err
+		}
 	}
 	dropped := prometheus.NewCounter(prometheus.CounterOpts{Name: "flowlens_sonar_ranges_expired_total",
 		Help: "Ranges dropped by retention (max_age, max_ranges)."})
@@ -200,4 +208,35 @@ func kubeSource(cfg config.Config, idx *index.Index, plog *persist.Log, log *zap
 	}
 	return kube.New(client, sink, kube.Config{Cluster: cfg.Cluster, Resync: cfg.KubeResync, ResyncLag: cfg.KubeResyncLag, EventLag: cfg.KubeEventLag},
 		log.With(zap.String("source", "kubernetes")), reg)
+}
+
+// followOwnership applies the fleet's ownership stream to idx until ctx ends, and returns once the
+// stream's history has been applied, so sonar's first answers already know what the collectors shared.
+func followOwnership(ctx context.Context, wg *sync.WaitGroup, cfg config.Config, idx *index.Index, log *zap.Logger, reg prometheus.Registerer) error {
+	host, _ := os.Hostname()
+	nc, js, err := fleet.Connect(cfg.NATSURL, "sonar "+host, log)
+	if err != nil {
+		return err
+	}
+	sh, err := ownership.New(js, ownership.Config{Replica: "sonar-" + fleet.Token(host),
+		StreamSettings: fleet.StreamSettings{Stream: cfg.OwnershipStream, MaxAge: cfg.MaxAge}}, idx, log, reg)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	done := make(chan struct{})
+	wg.Go(func() {
+		defer close(done)
+		defer nc.Close()
+		if err := sh.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("ownership stream stopped", zap.Error(err))
+		}
+	})
+	select {
+	case <-sh.Synced():
+		log.Info("ownership stream replayed", zap.String("nats", cfg.NATSURL))
+		return nil
+	case <-done:
+		return errors.New("ownership stream ended before it was replayed")
+	}
 }
