@@ -21,6 +21,7 @@ import (
 	"github.com/flowlens/flowlens/collector/pipeline"
 	"github.com/flowlens/flowlens/collector/server"
 	"github.com/flowlens/flowlens/collector/store"
+	"github.com/flowlens/flowlens/sonar/client"
 	"github.com/flowlens/flowlens/sonar/index"
 )
 
@@ -71,6 +72,22 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 	if fleet.sharer != nil {
 		share = append(share, fleet.sharer)
 	}
+	var pidx pipeline.Index = a.idx
+	if addr := cfg.Attribution.SonarAddr; addr != "" {
+		c, err := client.Dial(addr)
+		if err != nil {
+			return nil, err
+		}
+		a.closers = append(a.closers, c.Close)
+		rep := newReporter(c, log, reg)
+		rctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); rep.run(rctx) }()
+		a.closers = append(a.closers, func() error { cancel(); <-done; return nil })
+		share = append(share, rep)
+		pidx = remoteIndex{Index: a.idx, sonar: c.Lookuper(2 * time.Second)}
+		log.Info("attribution through sonar", zap.String("addr", addr))
+	}
 
 	ctx := context.Background()
 	pending, err := a.store.Pending(ctx)
@@ -78,7 +95,7 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 		return nil, err
 	}
 	a.pipe = pipeline.New(pipeline.Config{Deadline: cfg.Attribution.Deadline, QueueRecords: cfg.QueueRecords, ParkedRecords: cfg.ParkedRecords},
-		a.idx, a.store, fleet.publishers, share, log, reg)
+		pidx, a.store, fleet.publishers, share, log, reg)
 	a.pipe.Restore(pending)
 	pctx, cancel := context.WithCancel(ctx)
 	a.stopPipe = cancel

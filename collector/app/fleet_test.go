@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/flowlens/flowlens/collector/fleet"
 	"github.com/flowlens/flowlens/collector/store"
@@ -20,6 +22,8 @@ import (
 	"github.com/flowlens/flowlens/exporter/shipper"
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/natstest"
+	sonarapi "github.com/flowlens/flowlens/sonar/api"
+	"github.com/flowlens/flowlens/sonar/index"
 )
 
 // ship sends recs from one exporter (workload w) to the collector at addr over gRPC, and returns once
@@ -142,4 +146,39 @@ func TestFleetReplicasShareOwnership(t *testing.T) {
 			}
 		})
 	}
+}
+
+// With attribution.sonar_addr the collector asks a sonar service (real gRPC, on loopback) about
+// addresses its own heartbeats do not cover, and reports its heartbeats to it.
+func TestRemoteSonar(t *testing.T) {
+	sonarIdx := index.New(index.Config{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	sonarapi.NewGRPC(sonarIdx, zap.NewNop()).Register(srv)
+	go srv.Serve(ln)
+	defer srv.Stop()
+
+	t0 := time.Now().Add(-time.Minute).UnixNano()
+	cache := flow.Workload{Name: "cache", Namespace: "infra", Cluster: "east"}
+	web := flow.Workload{Name: "web", Namespace: "shop", Cluster: "east", Node: "n1"}
+	ipCache, ipWeb := netip.MustParseAddr("10.80.0.2"), netip.MustParseAddr("10.80.0.1")
+	// What sonar knows from elsewhere (another collector, the Kubernetes source).
+	sonarIdx.Add(index.Claim{IP: ipCache, Start: t0 - 10e9, End: t0 + 60e9, Owner: cache, Evidence: index.EvidenceHeartbeat})
+
+	addr := freeAddr(t)
+	col := startCollector(t, t.TempDir(), addr, "--sonar-addr", ln.Addr().String())
+	defer stopCollector(col)
+	ship(t, addr, web, []flow.Record{{LocalAddr: ipWeb, LocalPort: 41000, RemoteAddr: ipCache, RemotePort: 6379,
+		Role: flow.RoleClient, StartTime: t0, EndTime: t0 + 1e9, BytesSent: 7, SegsReceived: 3, Close: flow.CloseNormal}})
+	got := flows(t, col, store.FlowQuery{Port: 6379})
+	if len(got) != 1 || got[0].RemoteWorkload != cache || got[0].Attribution != flow.AttributionHeartbeat {
+		t.Fatalf("stored %+v, want web -> cache by HEARTBEAT from sonar", got)
+	}
+	waitFor(t, "web's heartbeat to reach sonar", 10*time.Second, func() bool {
+		a := sonarIdx.Lookup(ipWeb, t0+1)
+		return a.Status == index.Owned && a.Range.Owner == web
+	})
 }

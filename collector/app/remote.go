@@ -1,0 +1,87 @@
+package app
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/flowlens/flowlens/sonar/client"
+	"github.com/flowlens/flowlens/sonar/index"
+)
+
+// remoteIndex is the pipeline's index when a sonar service holds the fleet's ownership: this
+// collector's own heartbeats answer first (they are in its local index at once), and an address they
+// do not cover is asked of sonar. A failed call answers Unknown: the flow waits, never guessed.
+type remoteIndex struct {
+	*index.Index
+	sonar *client.Lookuper
+}
+
+func (r remoteIndex) Lookup(ip netip.Addr, t int64) index.Answer {
+	if a := r.Index.Lookup(ip, t); a.Status != index.Unknown {
+		return a
+	}
+	return r.sonar.Lookup(ip, t)
+}
+
+// reporter sends this collector's heartbeats to sonar in the background: Share never blocks, claims
+// wait in a bounded queue and go out in one Report per flush; what the queue cannot take is counted.
+type reporter struct {
+	c       *client.Client
+	log     *zap.Logger
+	queue   chan []index.Claim
+	dropped prometheus.Counter
+	failed  prometheus.Counter
+}
+
+func newReporter(c *client.Client, log *zap.Logger, reg prometheus.Registerer) *reporter {
+	r := &reporter{c: c, log: log, queue: make(chan []index.Claim, 1024),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "flowlens_collector_sonar_claims_dropped_total",
+			Help: "Heartbeats not reported to sonar: its queue was full."}),
+		failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "flowlens_collector_sonar_report_errors_total",
+			Help: "Reports to sonar that failed (their heartbeats are not resent: the next records claim again)."}),
+	}
+	reg.MustRegister(r.dropped, r.failed)
+	return r
+}
+
+func (r *reporter) Share(claims []index.Claim) {
+	select {
+	case r.queue <- claims:
+	default:
+		r.dropped.Add(float64(len(claims)))
+	}
+}
+
+// run reports every 100 ms until ctx ends.
+func (r *reporter) run(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	var batch []index.Claim
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c := <-r.queue:
+			batch = append(batch, c...)
+			if len(batch) < 10_000 {
+				continue
+			}
+		case <-t.C:
+		}
+		for len(batch) > 0 {
+			n := min(len(batch), 10_000) // sonar's limit per Report
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if _, err := r.c.Report(rctx, batch[:n]); err != nil {
+				r.failed.Inc()
+				r.log.Warn("report heartbeats to sonar", zap.Error(err))
+			}
+			cancel()
+			batch = batch[n:]
+		}
+		batch = nil
+	}
+}
