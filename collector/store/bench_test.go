@@ -43,7 +43,7 @@ func benchBatch(n int, base int64, activeEvery int) []flow.Enriched {
 }
 
 // BenchmarkWrite stores 4,096-record batches into a file DB (and 16,384, to show what larger
-// transactions would buy). "final": every record a short
+// transactions would buy, and 512, one exporter batch, to show what each write costs). "final": every record a short
 // connection's only (final) record, the common case. "interim10pct": in steady state, 10 % are the
 // first interim record of a new connection (looked up in the table in case a final was stored
 // already), 10 % the final records of the previous batch's interim ones (their rows deleted), the
@@ -53,7 +53,7 @@ func BenchmarkWrite(b *testing.B) {
 		name    string
 		interim bool
 		n       int
-	}{{"final", false, 4096}, {"interim10pct", true, 4096}, {"final_16k", false, 16384}} {
+	}{{"final", false, 4096}, {"interim10pct", true, 4096}, {"final_16k", false, 16384}, {"final_512", false, 512}} {
 		b.Run(tc.name, func(b *testing.B) {
 			s, err := Open(Config{Path: filepath.Join(b.TempDir(), "flows.duckdb")}, zap.NewNop(), prometheus.NewRegistry())
 			if err != nil {
