@@ -147,7 +147,9 @@ func (s *Store) appendFlows(ctx context.Context, conn driver.Conn, flows []flow.
 	if err != nil {
 		return fmt.Errorf("append flows: %w", err)
 	}
-	release, err := ar.RegisterView(reader, "flows_in")
+	// A temporary view of this connection, replaced by the next write; the name is unlikely to meet
+	// a table of the user's (registering over a table fails).
+	release, err := ar.RegisterView(reader, "flowlens_write_in")
 	if err != nil {
 		return fmt.Errorf("append flows: %w", err)
 	}
@@ -156,7 +158,7 @@ func (s *Store) appendFlows(ctx context.Context, conn driver.Conn, flows []flow.
 	if !ok {
 		return fmt.Errorf("append flows: %T cannot exec", conn)
 	}
-	if _, err := ex.ExecContext(ctx, `INSERT INTO flows BY NAME SELECT * FROM flows_in`, nil); err != nil {
+	if _, err := ex.ExecContext(ctx, `INSERT INTO flows BY NAME SELECT * FROM flowlens_write_in`, nil); err != nil {
 		return fmt.Errorf("append flows: %w", err)
 	}
 	return nil
