@@ -174,13 +174,11 @@ func (p *Pipeline) Put(ctx context.Context, b *ingest.Batch) error {
 		p.queued.Add(-int64(n))
 		return ctx.Err()
 	}
-	select {
-	case err := <-req.done:
-		return err
-	case <-ctx.Done():
-		// The writer still commits it; the exporter resends, and the store's merge makes that harmless.
-		return ctx.Err()
-	}
+	// Once sent, the batch is answered only with its write's outcome, even if ctx ends first: returning
+	// early would release the batch's dedup claim while the writer may still commit it, and the resend
+	// would then be stored a second time (a final record is appended, not merged). The wait is bounded:
+	// every write has its own timeout, and Run answers every request sent before it returns.
+	return <-req.done
 }
 
 // prepare feeds b's heartbeats to the index and attributes its records: decided ones become flows, the

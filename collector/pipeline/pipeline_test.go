@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,16 +24,19 @@ import (
 // pipeline decided and when.
 type recorder struct {
 	*store.Store
-	mu     sync.Mutex
-	flows  []flow.Enriched
-	gate   chan struct{} // when set, each Write waits for a token
-	failed int
-	fail   bool
+	mu      sync.Mutex
+	flows   []flow.Enriched
+	gate    chan struct{} // when set, each Write waits for a token
+	waiting atomic.Int32  // Writes waiting for a token
+	failed  int
+	fail    bool
 }
 
 func (r *recorder) Write(ctx context.Context, w store.Write) error {
 	if r.gate != nil {
+		r.waiting.Add(1)
 		<-r.gate
+		r.waiting.Add(-1)
 	}
 	r.mu.Lock()
 	fail := r.fail
