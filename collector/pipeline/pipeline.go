@@ -230,7 +230,10 @@ func (p *Pipeline) parkedLen() int {
 // Records still parked stay in the store's pending table for the next run.
 func (p *Pipeline) Run(ctx context.Context) {
 	defer close(p.done)
-	retry := make(chan *request, 1)
+	// Unbuffered: a retry request is sent only when this loop takes it, and it writes and answers it
+	// before it looks at ctx again. With a buffer the retry loop could hand over a request this loop
+	// never takes, and wait for its answer while Run waits for the retry loop: a deadlock at shutdown.
+	retry := make(chan *request)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); p.retryLoop(ctx, retry) }()

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"sync"
@@ -99,5 +100,46 @@ func TestCancelledPutIsAnsweredWithItsWrite(t *testing.T) {
 	}
 	if got := len(e.rec.stored()); got != 1 {
 		t.Fatalf("the batch's one record stored %d times, want once", got)
+	}
+}
+
+// A retry request handed to the writer just as Run's context ends is written or left parked, and Run
+// returns: with a buffered hand-over the retry loop waited for an answer the writer never gave, and Run
+// waited for the retry loop. The race is lost about one time in two, so it is run many times.
+func TestShutdownWithARetryInHand(t *testing.T) {
+	st := openStore(t)
+	for i := range 20 {
+		gate := make(chan struct{})
+		rec := &recorder{Store: st, gate: gate}
+		idx := index.New(index.Config{MergeGap: time.Second})
+		p := New(Config{Deadline: time.Hour, Retry: time.Millisecond}, idx, rec, nil, nil, zap.NewNop(), prometheus.NewRegistry())
+		ctx, cancel := context.WithCancel(context.Background())
+		go p.Run(ctx)
+		t0 := time.Now().UnixNano()
+		a, b := fmt.Sprintf("a%d", i), fmt.Sprintf("b%d", i)
+		errs := make(chan error, 2)
+		// a's record waits for 10.0.0.2's owner ...
+		go func() {
+			errs <- p.Put(context.Background(), &ingest.Batch{ExporterID: a, Seq: 1, Records: []flow.Record{conn(alpha, ipA, ipB, 40000, 80, flow.RoleClient, t0)}})
+		}()
+		gate <- struct{}{}
+		must(t, <-errs)
+		// ... which b's batch names; its write waits in the store while the retry loop decides a's record.
+		go func() {
+			errs <- p.Put(context.Background(), &ingest.Batch{ExporterID: b, Seq: 1, Records: []flow.Record{conn(beta, ipB, ipA, 80, 40000, flow.RoleServer, t0)}})
+		}()
+		waitFor(t, "a's record decided", func() bool { return p.Stats().Parked == 0 })
+		cancel()
+		close(gate)
+		returned(t, p, fmt.Sprintf("round %d", i))
+		must(t, <-errs)
+		got := rec.stored()
+		if _, ok := find(got, b); !ok {
+			t.Fatalf("round %d: b's record not stored", i)
+		}
+		_, stored := find(got, a)
+		if parked := p.Stats().Parked; stored == (parked == 1) {
+			t.Fatalf("round %d: a's record stored %v and parked %d: want exactly one of them", i, stored, parked)
+		}
 	}
 }
