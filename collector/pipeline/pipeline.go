@@ -114,6 +114,12 @@ type Pipeline struct {
 	stop   chan struct{} // closed when Run's context ends: Put refuses from then on
 	done   chan struct{} // closed when Run has returned
 
+	// Run drains reqs until every Put that may still send to it has sent or given up: a request sent
+	// after the last drain would never be answered, and its Put would wait forever.
+	sendMu  sync.Mutex
+	stopped bool           // set with stop closed, under sendMu: no sender is added after it
+	senders sync.WaitGroup // Puts between their stop check and their send
+
 	mu     sync.Mutex
 	parked []store.Pending
 }
@@ -165,12 +171,19 @@ func (p *Pipeline) Put(ctx context.Context, b *ingest.Batch) error {
 	}
 	p.notePeak(after)
 	req := &request{w: p.prepare(b), n: n, done: make(chan error, 1)}
+	if !p.enterSend() {
+		p.queued.Add(-int64(n))
+		return ErrStopped
+	}
 	select {
 	case p.reqs <- req:
+		p.senders.Done()
 	case <-p.stop:
+		p.senders.Done()
 		p.queued.Add(-int64(n))
 		return ErrStopped
 	case <-ctx.Done():
+		p.senders.Done()
 		p.queued.Add(-int64(n))
 		return ctx.Err()
 	}
@@ -179,6 +192,17 @@ func (p *Pipeline) Put(ctx context.Context, b *ingest.Batch) error {
 	// would then be stored a second time (a final record is appended, not merged). The wait is bounded:
 	// every write has its own timeout, and Run answers every request sent before it returns.
 	return <-req.done
+}
+
+// enterSend registers a Put about to send to reqs, or reports false once Run has stopped taking them.
+func (p *Pipeline) enterSend() bool {
+	p.sendMu.Lock()
+	defer p.sendMu.Unlock()
+	if p.stopped {
+		return false
+	}
+	p.senders.Add(1)
+	return true
 }
 
 // prepare feeds b's heartbeats to the index and attributes its records: decided ones become flows, the
@@ -240,7 +264,10 @@ func (p *Pipeline) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			p.sendMu.Lock()
+			p.stopped = true
 			close(p.stop)
+			p.sendMu.Unlock()
 			wg.Wait()
 			p.drain()
 			return
@@ -266,14 +293,23 @@ func (p *Pipeline) gather(r *request) []*request {
 	return batch
 }
 
-// drain commits the requests queued before the stop.
+// drain commits the requests queued before the stop, and those of the Puts still sending.
 func (p *Pipeline) drain() {
+	sent := make(chan struct{})
+	go func() { p.senders.Wait(); close(sent) }()
 	for {
 		select {
 		case r := <-p.reqs:
 			p.write(p.gather(r))
-		default:
-			return
+		case <-sent:
+			for {
+				select {
+				case r := <-p.reqs:
+					p.write(p.gather(r))
+				default:
+					return
+				}
+			}
 		}
 	}
 }
