@@ -120,8 +120,9 @@ type Pipeline struct {
 	stopped bool           // set with stop closed, under sendMu: no sender is added after it
 	senders sync.WaitGroup // Puts between their stop check and their send
 
-	mu     sync.Mutex
-	parked []store.Pending
+	mu       sync.Mutex
+	parked   []store.Pending
+	deciding int // records decide took out of parked and is looking up, without the lock
 }
 
 type request struct {
@@ -247,7 +248,7 @@ func (p *Pipeline) prepare(b *ingest.Batch) store.Write {
 func (p *Pipeline) parkedLen() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.parked)
+	return len(p.parked) + p.deciding
 }
 
 // Run writes until ctx ends, then stops taking batches, commits what was queued and returns.
@@ -419,21 +420,28 @@ func (p *Pipeline) retryLoop(ctx context.Context, out chan<- *request) {
 }
 
 // decide takes out of the parked list the records that now have an owner or reached their deadline.
+// The lookups run without the lock: with a remote sonar each is a network call, and Put (which asks
+// how many are parked) must not wait for a whole pass of them.
 func (p *Pipeline) decide() []store.Pending {
 	now := p.now().UnixNano()
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	list := p.parked
+	p.parked, p.deciding = nil, len(list)
+	p.mu.Unlock()
 	var decided []store.Pending
-	keep := p.parked[:0]
-	for _, pd := range p.parked {
+	keep := list[:0]
+	for _, pd := range list {
 		if attribute.Resolve(p.idx, &pd.Flow, now >= pd.Deadline) {
 			decided = append(decided, pd)
 		} else {
 			keep = append(keep, pd)
 		}
 	}
-	clear(p.parked[len(keep):])
-	p.parked = keep
+	clear(list[len(keep):])
+	p.mu.Lock()
+	p.parked = append(keep, p.parked...) // those parked meanwhile go after
+	p.deciding = 0
+	p.mu.Unlock()
 	return decided
 }
 

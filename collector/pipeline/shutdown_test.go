@@ -177,3 +177,33 @@ func TestPutRacingTheStopIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// The retry loop looks parked records up without holding the lock Put needs: with a remote sonar each
+// lookup is a network call, and a pass over many parked records must not stop ingestion.
+func TestSlowLookupsDoNotBlockPut(t *testing.T) {
+	idx := newSlowIndex()
+	p := New(Config{Deadline: time.Hour, Retry: time.Millisecond}, idx, &recorder{Store: openStore(t)}, nil, nil, zap.NewNop(), prometheus.NewRegistry())
+	ctx, cancel := context.WithCancel(context.Background())
+	go p.Run(ctx)
+	defer func() { cancel(); returned(t, p, "stop") }()
+	defer close(idx.release)
+	t0 := time.Now().UnixNano()
+	ipC := netip.MustParseAddr("10.0.0.3")
+	must(t, p.Put(context.Background(), &ingest.Batch{ExporterID: "a", Seq: 1, Records: []flow.Record{conn(alpha, ipA, ipC, 40000, 80, flow.RoleClient, t0)}}))
+	idx.arm(ipC)
+	<-idx.entered // the retry loop is looking a's parked record up, slowly
+	idx.Add(index.Claim{IP: ipA, Start: t0 - 1e9, End: t0 + 10e9, Owner: alpha, Evidence: index.EvidenceHeartbeat})
+	errs := make(chan error, 1)
+	go func() {
+		errs <- p.Put(context.Background(), &ingest.Batch{ExporterID: "b", Seq: 1, Records: []flow.Record{conn(beta, ipB, ipA, 80, 40000, flow.RoleServer, t0)}})
+	}()
+	select {
+	case err := <-errs:
+		must(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Put waits for the retry loop's lookups")
+	}
+	if st := p.Stats(); st.Parked != 1 {
+		t.Fatalf("parked %d during the lookups, want 1", st.Parked)
+	}
+}
