@@ -120,6 +120,13 @@ type Pipeline struct {
 	stopped bool           // set with stop closed, under sendMu: no sender is added after it
 	senders sync.WaitGroup // Puts between their stop check and their send
 
+	// lastN numbers pending records. A record's index in its batch does not name it: the datagrams of
+	// one UDP batch share its sequence number, each numbering its records from 0, and the store deletes a
+	// resolved record by key, so a shared key would delete the other datagram's row too and lose it at
+	// the next restart. Numbers run on from the highest restored one, so they stay unique per
+	// (exporter, seq) for as long as 2^32 records take to park.
+	lastN atomic.Uint32
+
 	mu       sync.Mutex
 	parked   []store.Pending
 	deciding int // records decide took out of parked and is looking up, without the lock
@@ -147,6 +154,9 @@ func (p *Pipeline) Restore(pending []store.Pending) {
 	p.parked = append(p.parked, pending...)
 	p.mu.Unlock()
 	for _, pd := range pending {
+		if pd.Key.N > p.lastN.Load() {
+			p.lastN.Store(pd.Key.N)
+		}
 		if c, ok := attribute.Heartbeat(&pd.Flow.Record); ok {
 			p.idx.Add(c) // their own heartbeats were fed before the restart, into the index that was lost
 		}
@@ -228,12 +238,12 @@ func (p *Pipeline) prepare(b *ingest.Batch) store.Write {
 	w := store.Write{Batches: []store.BatchKey{{ExporterID: b.ExporterID, Seq: b.Seq}}}
 	deadline := p.now().Add(p.cfg.Deadline).UnixNano()
 	room := p.cfg.ParkedRecords - p.parkedLen()
-	for i, r := range b.Records {
+	for _, r := range b.Records {
 		e := flow.Enriched{Record: r, ExporterID: b.ExporterID}
 		switch {
 		case attribute.Resolve(p.idx, &e, false):
 		case len(w.Pending) < room:
-			w.Pending = append(w.Pending, store.Pending{Key: store.PendingKey{ExporterID: b.ExporterID, Seq: b.Seq, N: uint32(i)}, Flow: e, Deadline: deadline})
+			w.Pending = append(w.Pending, store.Pending{Key: store.PendingKey{ExporterID: b.ExporterID, Seq: b.Seq, N: p.lastN.Add(1)}, Flow: e, Deadline: deadline})
 			continue
 		default:
 			// No room to wait: decide now (UNATTRIBUTED unless a pod event answers), and count it.

@@ -207,3 +207,40 @@ func TestSlowLookupsDoNotBlockPut(t *testing.T) {
 		t.Fatalf("parked %d during the lookups, want 1", st.Parked)
 	}
 }
+
+// The datagrams of one UDP batch share its sequence number and number their records from 0 each: when
+// a parked record of one is resolved, the other's parked record must stay in the store's pending table,
+// or a restart loses it. After a restart, new records park under numbers above the restored ones.
+func TestPartsOfOneBatchParkUnderTheirOwnKeys(t *testing.T) {
+	dir := t.TempDir()
+	e := start(t, dir, Config{Deadline: time.Hour}, nil)
+	t0 := e.clock.Now().UnixNano()
+	ctx := context.Background()
+	ipC, ipD := netip.MustParseAddr("10.0.0.3"), netip.MustParseAddr("10.0.0.4")
+	part := func(p *Pipeline, remote netip.Addr) {
+		t.Helper()
+		must(t, p.Put(ctx, &ingest.Batch{ExporterID: "a", Seq: 1, Transport: "udp",
+			Records: []flow.Record{conn(alpha, ipA, remote, 40000, 80, flow.RoleClient, t0)}}))
+	}
+	part(e.p, ipC) // two datagrams of batch a/1, one record each
+	part(e.p, ipB)
+	must(t, e.p.Put(ctx, &ingest.Batch{ExporterID: "b", Seq: 1, Records: []flow.Record{conn(beta, ipB, ipA, 80, 40000, flow.RoleServer, t0)}}))
+	waitFor(t, "the record to beta decided", func() bool { return e.p.Stats().Parked == 1 })
+	e.stop()
+
+	e2 := start(t, dir, Config{Deadline: time.Hour}, nil)
+	if st := e2.p.Stats(); st.Parked != 1 {
+		t.Fatalf("parked after restart: %d, want 1 (the record to 10.0.0.3)", st.Parked)
+	}
+	part(e2.p, ipD) // a late datagram of a/1, decided at once by gamma's heartbeat
+	must(t, e2.p.Put(ctx, &ingest.Batch{ExporterID: "d", Seq: 1, Records: []flow.Record{conn(gamma, ipD, ipA, 80, 40000, flow.RoleServer, t0)}}))
+	waitFor(t, "the record to gamma decided", func() bool { return len(e2.rec.stored()) == 2 })
+	if pend, err := e2.rec.Store.Pending(ctx); err != nil || len(pend) != 1 || pend[0].Flow.RemoteAddr != ipC {
+		t.Fatalf("pending %+v %v, want the record to 10.0.0.3 only", pend, err)
+	}
+	e2.clock.Add(2 * time.Hour)
+	waitFor(t, "the deadline", func() bool { return len(e2.rec.stored()) == 3 })
+	if f := e2.rec.stored()[2]; f.RemoteAddr != ipC || f.Attribution != flow.AttributionUnattributed {
+		t.Fatalf("stored %v by %v, want 10.0.0.3 UNATTRIBUTED", f.RemoteAddr, f.Attribution)
+	}
+}
