@@ -47,7 +47,11 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 	a := &App{cfg: cfg, log: log, bg: make(chan struct{})}
 	defer func() {
 		if err != nil {
-			a.closeAll()
+			// Everything started so far, the pipeline and the API listener too: closing only the closers
+			// left the API serving (its port bound) from a closed store, and the pipeline running.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			a.Stop(ctx)
 		}
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
