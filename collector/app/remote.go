@@ -56,7 +56,8 @@ func (r *reporter) Share(claims []index.Claim) {
 	}
 }
 
-// run reports every 100 ms until ctx ends.
+// run reports every 100 ms until ctx ends, and then once more what is queued: the pipeline has stopped
+// by then, and the last heartbeats are the ones sonar has not heard from anyone else.
 func (r *reporter) run(ctx context.Context) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
@@ -64,6 +65,19 @@ func (r *reporter) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			for drained := false; !drained; {
+				select {
+				case c := <-r.queue:
+					batch = append(batch, c...)
+				default:
+					drained = true
+				}
+			}
+			// ctx has ended: the last report gets its own short bound, so a sonar that is down does
+			// not hold the collector's shutdown for long.
+			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			r.report(fctx, batch)
+			cancel()
 			return
 		case c := <-r.queue:
 			batch = append(batch, c...)
@@ -72,16 +86,21 @@ func (r *reporter) run(ctx context.Context) {
 			}
 		case <-t.C:
 		}
-		for len(batch) > 0 {
-			n := min(len(batch), 10_000) // sonar's limit per Report
-			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if _, err := r.c.Report(rctx, batch[:n]); err != nil {
-				r.failed.Inc()
-				r.log.Warn("report heartbeats to sonar", zap.Error(err))
-			}
-			cancel()
-			batch = batch[n:]
-		}
+		r.report(ctx, batch)
 		batch = nil
+	}
+}
+
+// report sends batch to sonar in Reports of at most its limit, each waiting at most 5 s within ctx.
+func (r *reporter) report(ctx context.Context, batch []index.Claim) {
+	for len(batch) > 0 {
+		n := min(len(batch), 10_000) // sonar's limit per Report
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if _, err := r.c.Report(rctx, batch[:n]); err != nil {
+			r.failed.Inc()
+			r.log.Warn("report heartbeats to sonar", zap.Error(err))
+		}
+		cancel()
+		batch = batch[n:]
 	}
 }

@@ -1,17 +1,26 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"runtime"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/flowlens/flowlens/collector/config"
+	"github.com/flowlens/flowlens/internal/flow"
+	sonarapi "github.com/flowlens/flowlens/sonar/api"
+	"github.com/flowlens/flowlens/sonar/client"
+	"github.com/flowlens/flowlens/sonar/index"
 )
 
 // A Start that fails late (the ingest port is taken) stops what it had started: the API listener is
@@ -51,4 +60,40 @@ func TestFailedStartReleasesEverything(t *testing.T) {
 	// The data directory is free for the next attempt.
 	a := startCollector(t, dir, freeAddr(t))
 	stopCollector(a)
+}
+
+// The heartbeats still queued for sonar when the collector stops are reported, not dropped: they are
+// the newest, the ones no other collector can tell sonar about.
+func TestReporterFlushesAtStop(t *testing.T) {
+	sonarIdx := index.New(index.Config{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	sonarapi.NewGRPC(sonarIdx, zap.NewNop()).Register(srv)
+	go srv.Serve(ln)
+	defer srv.Stop()
+	c, err := client.Dial(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	rep := newReporter(c, zap.NewNop(), prometheus.NewRegistry())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t0 := time.Now().UnixNano()
+	web := flow.Workload{Name: "web", Namespace: "shop", Node: "n1"}
+	ip := netip.MustParseAddr("10.80.0.1")
+	rep.Share([]index.Claim{{IP: ip, Start: t0, End: t0 + 1e9, Owner: web, Evidence: index.EvidenceHeartbeat}})
+	cancel() // the collector stops before the next 100 ms flush
+	go func() { defer close(done); rep.run(ctx) }()
+	<-done
+	if a := sonarIdx.Lookup(ip, t0+1); a.Status != index.Owned || a.Range.Owner != web {
+		t.Fatalf("sonar after the stop: %v %+v, want web's heartbeat reported", a.Status, a.Range.Owner)
+	}
+	if n := testutil.ToFloat64(rep.failed); n != 0 {
+		t.Fatalf("%v failed reports", n)
+	}
 }
