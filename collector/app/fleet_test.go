@@ -151,16 +151,7 @@ func TestFleetReplicasShareOwnership(t *testing.T) {
 // With attribution.sonar_addr the collector asks a sonar service (real gRPC, on loopback) about
 // addresses its own heartbeats do not cover, and reports its heartbeats to it.
 func TestRemoteSonar(t *testing.T) {
-	sonarIdx := index.New(index.Config{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	sonarapi.NewGRPC(sonarIdx, zap.NewNop()).Register(srv)
-	go srv.Serve(ln)
-	defer srv.Stop()
-
+	sonarIdx, sonarAddr := serveSonar(t)
 	t0 := time.Now().Add(-time.Minute).UnixNano()
 	cache := flow.Workload{Name: "cache", Namespace: "infra", Cluster: "east"}
 	web := flow.Workload{Name: "web", Namespace: "shop", Cluster: "east", Node: "n1"}
@@ -169,7 +160,7 @@ func TestRemoteSonar(t *testing.T) {
 	sonarIdx.Add(index.Claim{IP: ipCache, Start: t0 - 10e9, End: t0 + 60e9, Owner: cache, Evidence: index.EvidenceHeartbeat})
 
 	addr := freeAddr(t)
-	col := startCollector(t, t.TempDir(), addr, "--sonar-addr", ln.Addr().String())
+	col := startCollector(t, t.TempDir(), addr, "--sonar-addr", sonarAddr)
 	defer stopCollector(col)
 	ship(t, addr, web, []flow.Record{{LocalAddr: ipWeb, LocalPort: 41000, RemoteAddr: ipCache, RemotePort: 6379,
 		Role: flow.RoleClient, StartTime: t0, EndTime: t0 + 1e9, BytesSent: 7, SegsReceived: 3, Close: flow.CloseNormal}})
@@ -181,4 +172,19 @@ func TestRemoteSonar(t *testing.T) {
 		a := sonarIdx.Lookup(ipWeb, t0+1)
 		return a.Status == index.Owned && a.Range.Owner == web
 	})
+}
+
+// serveSonar serves a sonar gRPC API on loopback until the test ends, and returns its index and address.
+func serveSonar(t *testing.T) (*index.Index, string) {
+	t.Helper()
+	idx := index.New(index.Config{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	sonarapi.NewGRPC(idx, zap.NewNop()).Register(srv)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return idx, ln.Addr().String()
 }

@@ -14,11 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
 
 	"github.com/flowlens/flowlens/collector/config"
 	"github.com/flowlens/flowlens/internal/flow"
-	sonarapi "github.com/flowlens/flowlens/sonar/api"
 	"github.com/flowlens/flowlens/sonar/client"
 	"github.com/flowlens/flowlens/sonar/index"
 )
@@ -65,16 +63,8 @@ func TestFailedStartReleasesEverything(t *testing.T) {
 // The heartbeats still queued for sonar when the collector stops are reported, not dropped: they are
 // the newest, the ones no other collector can tell sonar about.
 func TestReporterFlushesAtStop(t *testing.T) {
-	sonarIdx := index.New(index.Config{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	sonarapi.NewGRPC(sonarIdx, zap.NewNop()).Register(srv)
-	go srv.Serve(ln)
-	defer srv.Stop()
-	c, err := client.Dial(ln.Addr().String())
+	sonarIdx, sonarAddr := serveSonar(t)
+	c, err := client.Dial(sonarAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
