@@ -53,6 +53,9 @@ func Heartbeat(r *flow.Record) (index.Claim, bool) {
 		start = r.EndTime // open before the exporter started: the record proves only the moment it was taken
 	}
 	ip := localKey(r)
+	if !ip.IsValid() {
+		return index.Claim{}, false
+	}
 	return index.Claim{IP: ip, Start: start, End: r.EndTime, Owner: r.LocalWorkload, Evidence: index.EvidenceHeartbeat}, true
 }
 
@@ -71,10 +74,22 @@ func RemoteKey(r *flow.Record) (netip.Addr, int64) {
 	case established(r) && r.EndTime > at:
 		at += (r.EndTime - at) / 2
 	}
-	if r.RemoteAddr.Unmap().IsLoopback() {
+	if hostLocal(r.RemoteAddr) {
 		return socketKey(r.LocalWorkload.Node, r.RemoteAddr, r.RemotePort), at
 	}
 	return r.RemoteAddr.Unmap(), at
+}
+
+// hostLocal says whether ip names no owner across the fleet: a loopback address is on every host, and a
+// connect() to the unspecified address (0.0.0.0, ::) reaches the connecting host itself.
+func hostLocal(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return ip.IsLoopback() || ip.IsUnspecified()
+}
+
+func isSocketKey(ip netip.Addr) bool {
+	a := ip.As16()
+	return ip.Is6() && [8]byte(a[:8]) == [8]byte{0x01}
 }
 
 func established(r *flow.Record) bool {
@@ -82,7 +97,7 @@ func established(r *flow.Record) bool {
 }
 
 func localKey(r *flow.Record) netip.Addr {
-	if r.LocalAddr.Unmap().IsLoopback() {
+	if hostLocal(r.LocalAddr) {
 		return socketKey(r.LocalWorkload.Node, r.LocalAddr, r.LocalPort)
 	}
 	return r.LocalAddr.Unmap()
@@ -93,7 +108,13 @@ func localKey(r *flow.Record) netip.Addr {
 // Both ends of a loopback connection are on the host that exported them, so the client's record claims
 // its ephemeral port, the server's its listening port, and each finds the other under the same key.
 // The key is an address in 100::/64, the discard-only prefix (RFC 6666), which no real flow carries.
+// A record that does not name its host (no node in its workload) has no key, the invalid address: its
+// socket could be on any host, and a key shared by every such host would attribute one host's loopback
+// flows to another host's workload.
 func socketKey(host string, ip netip.Addr, port uint16) netip.Addr {
+	if host == "" {
+		return netip.Addr{}
+	}
 	h := fnv.New64a()
 	h.Write([]byte(host))
 	a := ip.Unmap().As16()

@@ -129,3 +129,34 @@ func TestCoalesce(t *testing.T) {
 		}
 	}
 }
+
+// A loopback record that does not name its host claims nothing and finds nothing: with the host left
+// out of the key, every such host's 127.0.0.1:9990 was one key, and a client on one host was
+// attributed to the server of another.
+func TestLoopbackWithoutAHost(t *testing.T) {
+	lo := netip.MustParseAddr("127.0.0.1")
+	idx := index.New(index.Config{})
+	server := flow.Record{LocalAddr: lo, LocalPort: 9990, RemoteAddr: lo, RemotePort: 40000, Role: flow.RoleServer,
+		StartTime: sec, EndTime: 2 * sec, LocalWorkload: flow.Workload{Name: "api"}} // host A, no node
+	if c, ok := Heartbeat(&server); ok {
+		t.Errorf("a loopback socket of no named host claimed %v", c.IP)
+		idx.Add(c)
+	}
+	client := flow.Enriched{Record: flow.Record{LocalAddr: lo, LocalPort: 40000, RemoteAddr: lo, RemotePort: 9990, Role: flow.RoleClient,
+		StartTime: sec, EndTime: 2 * sec, LocalWorkload: flow.Workload{Name: "cron"}, SegsReceived: 3}} // host B, no node
+	if k, _ := RemoteKey(&client.Record); k.IsValid() {
+		t.Errorf("a loopback address of no named host keyed as %v", k)
+	}
+	if !Resolve(idx, &client, true) || client.Attribution != flow.AttributionUnattributed {
+		t.Fatalf("client on another host: %+v by %v, want UNATTRIBUTED", client.RemoteWorkload, client.Attribution)
+	}
+	// A v4-mapped loopback address is a loopback address.
+	mapped := server
+	mapped.LocalAddr, mapped.LocalWorkload.Node = netip.MustParseAddr("::ffff:127.0.0.1"), "n1"
+	server.LocalWorkload.Node = "n1"
+	c1, _ := Heartbeat(&server)
+	c2, _ := Heartbeat(&mapped)
+	if c1.IP != c2.IP || !isSocketKey(c1.IP) {
+		t.Fatalf("127.0.0.1 keyed %v, ::ffff:127.0.0.1 %v: want one socket key", c1.IP, c2.IP)
+	}
+}
