@@ -33,6 +33,11 @@ func Resolve(l Lookuper, r *flow.Enriched, final bool) bool {
 	ip, at := RemoteKey(&r.Record)
 	a := l.Lookup(ip, at)
 	ok := a.Status == index.Owned && (final || a.Range.Evidence != index.EvidencePodEvent)
+	if isSocketKey(ip) {
+		// Only the socket's own heartbeat names a loopback socket's owner: a CIDR table entry that
+		// covers the key's prefix (::/0, say) knows nothing of the host's sockets.
+		ok = ok && a.Range.Evidence == index.EvidenceHeartbeat
+	}
 	switch {
 	case ok:
 		r.RemoteWorkload, r.Attribution = a.Range.Owner, flow.Attribution(a.Range.Evidence)

@@ -160,3 +160,31 @@ func TestLoopbackWithoutAHost(t *testing.T) {
 		t.Fatalf("127.0.0.1 keyed %v, ::ffff:127.0.0.1 %v: want one socket key", c1.IP, c2.IP)
 	}
 }
+
+// A CIDR table entry that covers the socket keys' prefix (::/0, an "internet" catch-all) does not
+// answer for a loopback socket: only the socket's own heartbeat does.
+func TestCIDRsDoNotAnswerForLoopbackSockets(t *testing.T) {
+	lo := netip.MustParseAddr("127.0.0.1")
+	idx := index.New(index.Config{})
+	internet := flow.Workload{Name: "internet"}
+	idx.SetCIDRs([]index.CIDR{{Prefix: netip.MustParsePrefix("::/0"), Owner: internet}})
+	client := flow.Enriched{Record: flow.Record{LocalAddr: lo, LocalPort: 40000, RemoteAddr: lo, RemotePort: 9990, Role: flow.RoleClient,
+		StartTime: sec, EndTime: 2 * sec, LocalWorkload: web, SegsReceived: 3}}
+	if !Resolve(idx, &client, true) || client.Attribution != flow.AttributionUnattributed {
+		t.Fatalf("loopback client: %+v by %v, want UNATTRIBUTED", client.RemoteWorkload, client.Attribution)
+	}
+	server := flow.Record{LocalAddr: lo, LocalPort: 9990, RemoteAddr: lo, RemotePort: 40000, Role: flow.RoleServer,
+		StartTime: sec, EndTime: 2 * sec, LocalWorkload: api}
+	server.LocalWorkload.Node = web.Node
+	c, _ := Heartbeat(&server)
+	idx.Add(c)
+	client.RemoteWorkload, client.Attribution = flow.Workload{}, flow.AttributionNone
+	if !Resolve(idx, &client, false) || client.Attribution != flow.AttributionHeartbeat || client.RemoteWorkload != server.LocalWorkload {
+		t.Fatalf("loopback client after the server's heartbeat: %+v by %v", client.RemoteWorkload, client.Attribution)
+	}
+	// A real IPv6 address still takes the CIDR answer.
+	v6 := flow.Enriched{Record: flow.Record{RemoteAddr: netip.MustParseAddr("2001:db8::1"), StartTime: sec, EndTime: 2 * sec, SegsReceived: 1}}
+	if !Resolve(idx, &v6, false) || v6.Attribution != flow.AttributionCIDR || v6.RemoteWorkload != internet {
+		t.Fatalf("2001:db8::1: %+v by %v, want internet by CIDR", v6.RemoteWorkload, v6.Attribution)
+	}
+}
