@@ -1,5 +1,3 @@
-//go:build !duckdb_arrow
-
 package store
 
 import (
@@ -12,12 +10,10 @@ import (
 	"github.com/flowlens/flowlens/internal/flow"
 )
 
-// flowsIn is what appendFlows keeps between writes; the appender needs nothing.
-type flowsIn struct{}
-
-// appendFlows appends the write's new flows rows through DuckDB's appender, one value at a time.
-// Built with -tags duckdb_arrow, flows_arrow.go hands them over as one Arrow record batch instead.
-func (s *Store) appendFlows(ctx context.Context, conn driver.Conn, flows []flow.Enriched, p *plan) error {
+// appendFlowsAppender appends the write's new flows rows through DuckDB's appender, one value at a
+// time. Built with -tags duckdb_arrow, flows_arrow.go hands larger writes over as one Arrow record
+// batch instead.
+func (s *Store) appendFlowsAppender(ctx context.Context, conn driver.Conn, flows []flow.Enriched, p *plan) error {
 	vals := make([]driver.Value, 0, 6+len(recordColumns))
 	return appendRows(ctx, conn, "flows", func(a *duckdb.Appender) error {
 		for _, r := range p.rows {
