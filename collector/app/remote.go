@@ -21,10 +21,17 @@ type remoteIndex struct {
 }
 
 func (r remoteIndex) Lookup(ip netip.Addr, t int64) index.Answer {
-	if a := r.Index.Lookup(ip, t); a.Status != index.Unknown {
+	local := r.Index.Lookup(ip, t)
+	if local.Status == index.Conflict || local.Status == index.Owned && local.Range.Evidence == index.EvidenceHeartbeat {
+		return local
+	}
+	// The local index answers otherwise only from its CIDR table, which the index consults last: sonar
+	// may hold a heartbeat or a pod for the address, and those outrank a table entry, so the table is
+	// the answer only when sonar has none.
+	if a := r.sonar.Lookup(ip, t); a.Status != index.Unknown {
 		return a
 	}
-	return r.sonar.Lookup(ip, t)
+	return local
 }
 
 // reporter sends this collector's heartbeats to sonar in the background: Share never blocks, claims

@@ -87,3 +87,33 @@ func TestReporterFlushesAtStop(t *testing.T) {
 		t.Fatalf("%v failed reports", n)
 	}
 }
+
+// With a remote sonar, the local CIDR table does not shadow sonar's answers: like an index that holds
+// both, a heartbeat (here sonar's) outranks a table entry, which answers only addresses sonar does not know.
+func TestRemoteIndexAsksSonarBeforeItsCIDRTable(t *testing.T) {
+	sonarIdx, sonarAddr := serveSonar(t)
+	c, err := client.Dial(sonarAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	local := index.New(index.Config{})
+	corp := flow.Workload{Name: "corp-network"}
+	local.SetCIDRs([]index.CIDR{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Owner: corp}})
+	web := flow.Workload{Name: "web", Namespace: "shop", Pod: "web-1"}
+	t0 := time.Now().UnixNano()
+	pod, other := netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("10.9.9.9")
+	sonarIdx.Add(index.Claim{IP: pod, Start: t0, End: t0 + 10e9, Owner: web, Evidence: index.EvidenceHeartbeat})
+	r := remoteIndex{Index: local, sonar: c.Lookuper(2 * time.Second)}
+	if a := r.Lookup(pod, t0+1); a.Status != index.Owned || a.Range.Owner != web || a.Range.Evidence != index.EvidenceHeartbeat {
+		t.Errorf("10.1.2.3: %v %+v by %v, want web by HEARTBEAT from sonar", a.Status, a.Range.Owner, a.Range.Evidence)
+	}
+	if a := r.Lookup(other, t0+1); a.Status != index.Owned || a.Range.Owner != corp || a.Range.Evidence != index.EvidenceCIDR {
+		t.Errorf("10.9.9.9: %v %+v by %v, want corp-network by CIDR", a.Status, a.Range.Owner, a.Range.Evidence)
+	}
+	// The collector's own heartbeat answers without sonar.
+	local.Add(index.Claim{IP: other, Start: t0, End: t0 + 10e9, Owner: web, Evidence: index.EvidenceHeartbeat})
+	if a := r.Lookup(other, t0+1); a.Range.Owner != web || a.Range.Evidence != index.EvidenceHeartbeat {
+		t.Errorf("10.9.9.9 after its own heartbeat: %+v by %v, want web by HEARTBEAT", a.Range.Owner, a.Range.Evidence)
+	}
+}
