@@ -64,11 +64,7 @@ func TestFailedStartReleasesEverything(t *testing.T) {
 // the newest, the ones no other collector can tell sonar about.
 func TestReporterFlushesAtStop(t *testing.T) {
 	sonarIdx, sonarAddr := serveSonar(t)
-	c, err := client.Dial(sonarAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialSonar(t, sonarAddr)
 
 	rep := newReporter(c, zap.NewNop(), prometheus.NewRegistry())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -92,11 +88,7 @@ func TestReporterFlushesAtStop(t *testing.T) {
 // both, a heartbeat (here sonar's) outranks a table entry, which answers only addresses sonar does not know.
 func TestRemoteIndexAsksSonarBeforeItsCIDRTable(t *testing.T) {
 	sonarIdx, sonarAddr := serveSonar(t)
-	c, err := client.Dial(sonarAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialSonar(t, sonarAddr)
 	local := index.New(index.Config{})
 	corp := flow.Workload{Name: "corp-network"}
 	local.SetCIDRs([]index.CIDR{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Owner: corp}})
@@ -116,4 +108,14 @@ func TestRemoteIndexAsksSonarBeforeItsCIDRTable(t *testing.T) {
 	if a := r.Lookup(other, t0+1); a.Range.Owner != web || a.Range.Evidence != index.EvidenceHeartbeat {
 		t.Errorf("10.9.9.9 after its own heartbeat: %+v by %v, want web by HEARTBEAT", a.Range.Owner, a.Range.Evidence)
 	}
+}
+
+func dialSonar(t *testing.T, addr string) *client.Client {
+	t.Helper()
+	c, err := client.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
