@@ -406,12 +406,23 @@ func (p *Pipeline) retryLoop(ctx context.Context, out chan<- *request) {
 			}
 		}
 		last = time.Now()
-		decided := p.decide()
-		if len(decided) == 0 {
-			continue
+		if !p.hand(ctx, out, p.decide()) {
+			return
 		}
+	}
+}
+
+// hand passes decided records to the writer in writes of at most WriteRecords, like ingest batches
+// are gathered: a deadline can decide every parked record at once (after a restart, up to
+// ParkedRecords), and one write of them all would copy them all and publish and commit them within a
+// single write's timeout, failing and being retried whole for as long as it cannot. A failed write
+// puts what is left back (it is still pending in the store): the next round tries again. It returns
+// false when ctx ended.
+func (p *Pipeline) hand(ctx context.Context, out chan<- *request, decided []store.Pending) bool {
+	for len(decided) > 0 {
+		n := min(len(decided), p.cfg.WriteRecords)
 		r := &request{done: make(chan error, 1)}
-		for _, pd := range decided {
+		for _, pd := range decided[:n] {
 			r.w.Flows = append(r.w.Flows, pd.Flow)
 			r.w.Resolved = append(r.w.Resolved, pd.Key)
 		}
@@ -419,14 +430,16 @@ func (p *Pipeline) retryLoop(ctx context.Context, out chan<- *request) {
 		case out <- r:
 		case <-ctx.Done():
 			p.unpark(decided)
-			return
+			return false
 		}
 		if err := <-r.done; err != nil {
-			p.unpark(decided) // still pending in the store too: try again next round
-		} else {
-			p.m.parkedOut.Add(float64(len(decided)))
+			p.unpark(decided)
+			return true
 		}
+		p.m.parkedOut.Add(float64(n))
+		decided = decided[n:]
 	}
+	return true
 }
 
 // decide takes out of the parked list the records that now have an owner or reached their deadline.

@@ -28,6 +28,7 @@ type recorder struct {
 	flows   []flow.Enriched
 	gate    chan struct{} // when set, each Write waits for a token
 	waiting atomic.Int32  // Writes waiting for a token
+	sizes   []int         // flows of each committed write
 	failed  int
 	fail    bool
 }
@@ -52,6 +53,7 @@ func (r *recorder) Write(ctx context.Context, w store.Write) error {
 	}
 	r.mu.Lock()
 	r.flows = append(r.flows, w.Flows...)
+	r.sizes = append(r.sizes, len(w.Flows))
 	r.mu.Unlock()
 	return nil
 }

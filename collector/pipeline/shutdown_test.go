@@ -244,3 +244,34 @@ func TestPartsOfOneBatchParkUnderTheirOwnKeys(t *testing.T) {
 		t.Fatalf("stored %v by %v, want 10.0.0.3 UNATTRIBUTED", f.RemoteAddr, f.Attribution)
 	}
 }
+
+// Records decided together (here all at their deadline) are stored in writes of at most WriteRecords,
+// as ingest batches are: one write of every parked record could not commit within a write's bound.
+func TestDecidedRecordsAreWrittenInBoundedWrites(t *testing.T) {
+	e := start(t, t.TempDir(), Config{Deadline: 10 * time.Second, WriteRecords: 3}, nil)
+	t0 := e.clock.Now().UnixNano()
+	b := &ingest.Batch{ExporterID: "a", Seq: 1}
+	for i := range 8 {
+		b.Records = append(b.Records, conn(alpha, ipA, netip.AddrFrom4([4]byte{10, 1, 0, byte(i)}), uint16(40000+i), 80, flow.RoleClient, t0))
+	}
+	must(t, e.p.Put(context.Background(), b))
+	if st := e.p.Stats(); st.Parked != 8 {
+		t.Fatalf("parked %d, want 8", st.Parked)
+	}
+	e.clock.Add(11 * time.Second)
+	waitFor(t, "the deadline", func() bool { return len(e.rec.stored()) == 8 })
+	e.rec.mu.Lock()
+	sizes := append([]int(nil), e.rec.sizes...)
+	e.rec.mu.Unlock()
+	for _, n := range sizes {
+		if n > 3 {
+			t.Fatalf("writes of %v flows, want at most 3 each", sizes)
+		}
+	}
+	if pend, err := e.rec.Store.Pending(context.Background()); err != nil || len(pend) != 0 {
+		t.Fatalf("pending %d %v after the deadline, want none", len(pend), err)
+	}
+	if st := e.p.Stats(); st.Parked != 0 {
+		t.Fatalf("parked %d, want 0", st.Parked)
+	}
+}
