@@ -153,6 +153,7 @@ func (p *Pipeline) Restore(pending []store.Pending) {
 	p.mu.Lock()
 	p.parked = append(p.parked, pending...)
 	p.mu.Unlock()
+	p.m.parkedIn.Add(float64(len(pending))) // they leave through parkedOut too: in - out is what is parked
 	for _, pd := range pending {
 		if pd.Key.N > p.lastN.Load() {
 			p.lastN.Store(pd.Key.N)

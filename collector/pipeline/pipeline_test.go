@@ -245,6 +245,11 @@ func TestParkedRecordsSurviveRestart(t *testing.T) {
 	}
 	must(t, e2.p.Put(ctx, &ingest.Batch{ExporterID: "b", Seq: 1, Records: []flow.Record{conn(beta, ipB, ipA, 80, 40000, flow.RoleServer, t0)}}))
 	waitFor(t, "both stored", func() bool { return len(e2.rec.stored()) == 2 })
+	// The restored record counts in when restored and out when decided: in - out is what is parked.
+	waitFor(t, "the restored record counted out", func() bool { return testutil.ToFloat64(e2.p.m.parkedOut) == 1 })
+	if in := testutil.ToFloat64(e2.p.m.parkedIn); in != 1 {
+		t.Errorf("parked_records_total{in} %v after restart, want 1 (the restored record)", in)
+	}
 	a, _ := find(e2.rec.stored(), "a")
 	b, _ := find(e2.rec.stored(), "b")
 	if a.RemoteWorkload != beta || b.RemoteWorkload != alpha {
