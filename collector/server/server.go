@@ -61,7 +61,7 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 		}
 		s.grpc = ingest.NewGRPCServer(h, opts...)
 		go func() {
-			if err := s.grpc.Serve(ln); err != nil {
+			if err := s.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 				log.Error("grpc ingest", zap.Error(err))
 			}
 		}()

@@ -55,7 +55,9 @@ type BatchKey struct {
 	Seq        uint64
 }
 
-// PendingKey names one record of one batch: N is the record's index in its batch.
+// PendingKey names one parked record: the batch it came in, and N, a number the pipeline gives it that
+// is unique within that batch (the datagrams of one UDP batch share its sequence number, so a record's
+// index in its datagram would not be).
 type PendingKey struct {
 	ExporterID string
 	Seq        uint64
