@@ -14,7 +14,8 @@ func TestDefaults(t *testing.T) {
 	}
 	want := Config{GRPCAddr: "127.0.0.1:9491", HTTPAddr: "127.0.0.1:9492", SnapshotInterval: 5 * time.Minute,
 		MergeGap: 30 * time.Second, MaxAge: 24 * time.Hour, MaxRanges: 4 << 20, ExpireInterval: time.Minute,
-		Metrics: true, LogLevel: "info", ShutdownTimeout: 10 * time.Second, KubeResync: 30 * time.Second, KubeResyncLag: time.Minute}
+		Metrics: true, LogLevel: "info", ShutdownTimeout: 10 * time.Second, KubeResync: 30 * time.Second, KubeResyncLag: time.Minute,
+		KubeEventLag: 15 * time.Second, OwnershipStream: "FLOWLENS_OWNERSHIP"}
 	if c != want {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", c, want)
 	}
