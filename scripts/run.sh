@@ -39,7 +39,8 @@ flowlens is running on this machine:
   exporter   host scope, flush every $FLUSH; metrics http://127.0.0.1:9477/metrics
   data       ./data (DuckDB; kept across restarts)
   try        curl -s http://$API/healthz; sleep $FLUSH; bin/flowctl flows --port 9480
-             bin/flowctl deps          bin/flowctl top          bin/flowctl lookup 127.0.0.1 --at -1m
+             bin/flowctl deps          bin/flowctl top          bin/flowctl failing
+             bin/flowctl lookup IP --at -1m   (an address this machine talked to; loopback is attributed per socket)
   stop       Ctrl-C
 
 MSG
