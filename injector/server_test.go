@@ -1,0 +1,242 @@
+package injector
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"math/big"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// writeCert writes a self-signed certificate for 127.0.0.1 with the given serial to dir/tls.crt and
+// dir/tls.key.
+func writeCert(t *testing.T, dir string, serial int64) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "flowlens-injector"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"localhost"}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, typ string, b []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("tls.crt", "CERTIFICATE", der)
+	write("tls.key", "EC PRIVATE KEY", kder)
+}
+
+// touch moves both files' modification time, as a Secret update's new files have.
+func touch(t *testing.T, dir string, at time.Time) {
+	t.Helper()
+	for _, f := range []string{"tls.crt", "tls.key"} {
+		if err := os.Chtimes(filepath.Join(dir, f), at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func startServer(t *testing.T, dir string) (*Server, *prometheus.Registry) {
+	t.Helper()
+	cfg := testConfig()
+	cfg.CertFile, cfg.KeyFile, cfg.MetricsAddr = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), ""
+	reg := prometheus.NewRegistry()
+	s, err := Start(cfg, zap.NewNop(), reg, reg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { s.Stop(context.Background()) })
+	return s, reg
+}
+
+// servedSerial handshakes with the server and returns its certificate's serial number.
+func servedSerial(t *testing.T, s *Server) int64 {
+	t.Helper()
+	conn, err := tls.Dial("tcp", s.Addr.String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+}
+
+func TestCertificateReload(t *testing.T) {
+	dir := t.TempDir()
+	writeCert(t, dir, 1)
+	touch(t, dir, time.Now().Add(-time.Minute))
+	s, reg := startServer(t, dir)
+	if got := servedSerial(t, s); got != 1 {
+		t.Fatalf("serial %d, want 1", got)
+	}
+	writeCert(t, dir, 2)
+	touch(t, dir, time.Now())
+	if got := servedSerial(t, s); got != 2 {
+		t.Fatalf("after rotation: serial %d, want 2", got)
+	}
+	// A half-written rotation (a key that does not match) keeps the previous certificate in service.
+	other := t.TempDir()
+	writeCert(t, other, 3)
+	key, _ := os.ReadFile(filepath.Join(other, "tls.key"))
+	if err := os.WriteFile(filepath.Join(dir, "tls.key"), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, dir, time.Now().Add(time.Minute))
+	if got := servedSerial(t, s); got != 2 {
+		t.Fatalf("after a mismatched pair: serial %d, want 2 kept", got)
+	}
+	servedSerial(t, s) // not retried until the files change again
+	ok, bad := counter(reg, "flowlens_injector_cert_reloads_total", "ok"), counter(reg, "flowlens_injector_cert_reloads_total", "error")
+	if ok != 1 || bad != 1 {
+		t.Errorf("reloads ok %v error %v, want 1 and 1", ok, bad)
+	}
+}
+
+// counter is the value of the counter metric whose one label is value; -1 when it is not there.
+func counter(reg *prometheus.Registry, metric, value string) float64 {
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != metric {
+			continue
+		}
+		for _, m := range mf.Metric {
+			if m.Label[0].GetValue() == value {
+				return m.Counter.GetValue()
+			}
+		}
+	}
+	return -1
+}
+
+func TestStartRefusesMissingCertificate(t *testing.T) {
+	cfg := testConfig()
+	cfg.CertFile, cfg.KeyFile = filepath.Join(t.TempDir(), "none.crt"), filepath.Join(t.TempDir(), "none.key")
+	reg := prometheus.NewRegistry()
+	if _, err := Start(cfg, zap.NewNop(), reg, reg); err == nil || !strings.Contains(err.Error(), "none.crt") {
+		t.Fatalf("Start without certificate: err %v", err)
+	}
+}
+
+// review posts an AdmissionReview for pod to path and returns the response.
+func review(t *testing.T, s *Server, path string, op admissionv1.Operation, pod *corev1.Pod) *admissionv1.AdmissionResponse {
+	t.Helper()
+	raw, _ := json.Marshal(pod)
+	body, _ := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request: &admissionv1.AdmissionRequest{UID: types.UID("uid-1"), Operation: op, Namespace: "shop",
+			Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}, Object: runtime.RawExtension{Raw: raw}},
+	})
+	code, out := post(t, s, path, body)
+	if code != http.StatusOK {
+		t.Fatalf("POST %s: %d %s", path, code, out)
+	}
+	var rv admissionv1.AdmissionReview
+	if err := json.Unmarshal(out, &rv); err != nil {
+		t.Fatalf("decode response %s: %v", out, err)
+	}
+	if rv.Response == nil || rv.Response.UID != "uid-1" || !rv.Response.Allowed || rv.Kind != "AdmissionReview" {
+		t.Fatalf("response %s: want allowed, uid-1, kind AdmissionReview", out)
+	}
+	return rv.Response
+}
+
+func post(t *testing.T, s *Server, path string, body []byte) (int, []byte) {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := c.Post("https://"+s.Addr.String()+path, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	return resp.StatusCode, b.Bytes()
+}
+
+func TestWebhookAnswers(t *testing.T) {
+	dir := t.TempDir()
+	writeCert(t, dir, 1)
+	s, reg := startServer(t, dir)
+	app := func() *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}
+	}
+	if r := review(t, s, PathNamespace, admissionv1.Create, app()); r.PatchType == nil || len(r.Patch) == 0 {
+		t.Error("opted-in namespace: no patch")
+	}
+	if r := review(t, s, PathPod, admissionv1.Create, app()); r.Patch != nil {
+		t.Errorf("unlabelled namespace, no annotation: patch %s", r.Patch)
+	}
+	if r := review(t, s, "/"+PathNamespace, admissionv1.Update, app()); r.Patch != nil {
+		t.Errorf("update: patch %s", r.Patch)
+	}
+	clash := app()
+	clash.Spec.Volumes = []corev1.Volume{{Name: VolumeBTF}}
+	if r := review(t, s, PathNamespace, admissionv1.Create, clash); r.Patch != nil || len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], VolumeBTF) {
+		t.Errorf("volume clash: patch %s warnings %v, want no patch and a warning", r.Patch, r.Warnings)
+	}
+	if code, _ := post(t, s, PathPod, []byte("{not json")); code != http.StatusBadRequest {
+		t.Errorf("garbage: status %d, want 400", code)
+	}
+	if code, _ := post(t, s, "/other", []byte("{}")); code != http.StatusNotFound {
+		t.Errorf("unknown path: status %d, want 404", code)
+	}
+	want := map[string]float64{"injected": 1, "not_selected": 1, "not_create": 1, "error": 2, "opted_out": 0, "already_injected": 0}
+	for outcome, n := range want {
+		if got := counter(reg, "flowlens_injector_admissions_total", outcome); got != n {
+			t.Errorf("admissions{outcome=%s} = %v, want %v", outcome, got, n)
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	t.Setenv("FLOWLENS_SIDECAR_IMAGE", "img:1")
+	t.Setenv("FLOWLENS_COLLECTOR_GRPC_ADDR", "collector:4317")
+	c, err := Load([]string{"--cluster", "c1"})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if c.Sidecar.Image != "img:1" || c.Collector.GRPCAddr != "collector:4317" || c.Cluster != "c1" ||
+		c.Sidecar.Name != "flowlens-exporter" || c.Sidecar.MemoryLimit != "64Mi" || c.ListenAddr != ":8443" {
+		t.Errorf("config %+v", c)
+	}
+	t.Setenv("FLOWLENS_SIDECAR_IMAGE", "")
+	t.Setenv("FLOWLENS_COLLECTOR_GRPC_ADDR", "")
+	_, err = Load([]string{"--collector-transport", "udp", "--sidecar-cpu-limit", "fast"})
+	for _, want := range []string{"sidecar.image is required", `transport "udp"`, "cpu_limit", "collector.grpc_addr or collector.https_url"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Load with bad settings: err %v, want it to say %q", err, want)
+		}
+	}
+}
