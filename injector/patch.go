@@ -124,7 +124,7 @@ func Container(pod *corev1.Pod, cfg Config) (corev1.Container, error) {
 		name = "$(FLOWLENS_WORKLOAD_POD)"
 	}
 	field := func(env, path string) corev1.EnvVar {
-		return corev1.EnvVar{Name: env, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+		return corev1.EnvVar{Name: env, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path}}}
 	}
 	env := []corev1.EnvVar{
 		// FLOWLENS_WORKLOAD_POD comes first: FLOWLENS_WORKLOAD_NAME may refer to it.
