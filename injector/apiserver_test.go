@@ -10,15 +10,24 @@ import (
 	"testing"
 	"time"
 
+	"strings"
+
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/yaml"
 
 	"github.com/flowlens/flowlens/internal/kubetest"
 )
@@ -29,7 +38,7 @@ const webhookManifest = "../deployments/injector/mutatingwebhookconfiguration.ya
 // startAPIServer starts kube-apiserver with the shipped MutatingWebhookConfiguration installed, its
 // service rewritten by envtest to a local port with a certificate envtest generated. kubetest.Start has
 // no webhook option, so the binary check and the start are done here the same way.
-func startAPIServer(t *testing.T) (kubernetes.Interface, *envtest.WebhookInstallOptions) {
+func startAPIServer(t *testing.T) (*rest.Config, kubernetes.Interface, *envtest.WebhookInstallOptions) {
 	t.Helper()
 	dir := kubetest.Dir()
 	for _, b := range kubetest.Binaries {
@@ -60,11 +69,11 @@ func startAPIServer(t *testing.T) (kubernetes.Interface, *envtest.WebhookInstall
 	if err != nil {
 		t.Fatal(err)
 	}
-	return client, &env.WebhookInstallOptions
+	return cfg, client, &env.WebhookInstallOptions
 }
 
 func TestAgainstAPIServer(t *testing.T) {
-	client, wh := startAPIServer(t)
+	restCfg, client, wh := startAPIServer(t)
 	cfg := testConfig()
 	cfg.ListenAddr = net.JoinHostPort(wh.LocalServingHost, strconv.Itoa(wh.LocalServingPort))
 	cfg.CertFile, cfg.KeyFile = filepath.Join(wh.LocalServingCertDir, "tls.crt"), filepath.Join(wh.LocalServingCertDir, "tls.key")
@@ -189,6 +198,9 @@ func TestAgainstAPIServer(t *testing.T) {
 			t.Errorf("after update: containers %v volumes %v", up.Spec.Containers, up.Spec.Volumes)
 		}
 	})
+	t.Run("manifests are accepted by the API server", func(t *testing.T) {
+		dryRunApply(t, restCfg, "../deployments/injector")
+	})
 	t.Run("injector down admits pods unchanged", func(t *testing.T) {
 		srv.Stop(context.Background())
 		stopped = true
@@ -201,5 +213,60 @@ func TestAgainstAPIServer(t *testing.T) {
 		if got := counter(reg, "flowlens_injector_admissions_total", outcome); got != n {
 			t.Errorf("admissions{outcome=%s} = %v, want %v", outcome, got, n)
 		}
+	}
+}
+
+// dryRunApply server-side applies, as a dry run, every object of the YAML files in dir (not its
+// subdirectories: cert-manager's kinds are not served here), so the API server validates them against
+// its schemas. The flowlens namespace is created for real first: a dry run does not persist it.
+func dryRunApply(t *testing.T, cfg *rest.Config, dir string) {
+	t.Helper()
+	dc, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
+	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "flowlens"}}}
+	if _, err := dc.Resource(corev1.SchemeGroupVersion.WithResource("namespaces")).Create(context.Background(), ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	n := 0
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, doc := range strings.Split(string(raw), "\n---\n") {
+			js, err := yaml.YAMLToJSON([]byte(doc))
+			if err != nil {
+				t.Fatalf("%s document %d: %v", f, i, err)
+			}
+			var u unstructured.Unstructured
+			if err := u.UnmarshalJSON(js); err != nil {
+				t.Fatalf("%s document %d: %v", f, i, err)
+			}
+			gvk := u.GroupVersionKind()
+			// envtest installed the webhook configuration (with its url): a fresh name validates the
+			// shipped object alone instead of its merge with envtest's.
+			u.SetName(u.GetName() + "-dry-run")
+			m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+			if err != nil {
+				t.Fatalf("%s %s: %v", f, gvk, err)
+			}
+			_, err = dc.Resource(m.Resource).Namespace(u.GetNamespace()).Apply(context.Background(), u.GetName(), &u,
+				metav1.ApplyOptions{FieldManager: "flowlens-test", Force: true, DryRun: []string{metav1.DryRunAll}})
+			if err != nil {
+				t.Errorf("%s: %s %s rejected: %v", filepath.Base(f), gvk.Kind, u.GetName(), err)
+			}
+			n++
+		}
+	}
+	if n < 7 {
+		t.Errorf("applied %d objects from %s, want the 7 shipped", n, dir)
 	}
 }
