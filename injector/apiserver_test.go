@@ -78,6 +78,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	cfg.ListenAddr = net.JoinHostPort(wh.LocalServingHost, strconv.Itoa(wh.LocalServingPort))
 	cfg.CertFile, cfg.KeyFile = filepath.Join(wh.LocalServingCertDir, "tls.crt"), filepath.Join(wh.LocalServingCertDir, "tls.key")
 	cfg.MetricsAddr = ""
+	cfg.Sidecar.Native = true // the default; the plain sidecar's patch differs only in its path (patch_test)
 	reg := prometheus.NewRegistry()
 	srv, err := Start(cfg, zap.NewNop(), reg, reg)
 	if err != nil {
@@ -113,7 +114,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	}
 	sidecars := func(p *corev1.Pod) []corev1.Container {
 		var out []corev1.Container
-		for _, c := range p.Spec.Containers {
+		for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
 			if c.Name == cfg.Sidecar.Name {
 				out = append(out, c)
 			}
@@ -122,8 +123,10 @@ func TestAgainstAPIServer(t *testing.T) {
 	}
 	untouched := func(t *testing.T, p *corev1.Pod) {
 		t.Helper()
-		if len(p.Spec.Containers) != 1 || p.Spec.Containers[0].Name != "app" || len(p.Spec.Volumes) != 0 || p.Annotations[InjectedAnnotation] != "" {
-			t.Errorf("pod %s/%s changed: containers %v volumes %v annotations %v", p.Namespace, p.Name, p.Spec.Containers, p.Spec.Volumes, p.Annotations)
+		if len(p.Spec.Containers) != 1 || p.Spec.Containers[0].Name != "app" || len(p.Spec.InitContainers) != 0 ||
+			len(p.Spec.Volumes) != 0 || p.Annotations[InjectedAnnotation] != "" {
+			t.Errorf("pod %s/%s changed: containers %v init containers %v volumes %v annotations %v",
+				p.Namespace, p.Name, p.Spec.Containers, p.Spec.InitContainers, p.Spec.Volumes, p.Annotations)
 		}
 	}
 
@@ -131,8 +134,12 @@ func TestAgainstAPIServer(t *testing.T) {
 	t.Run("opted-in namespace gets exactly one sidecar", func(t *testing.T) {
 		injected = create(t, "shop", nil)
 		sc := sidecars(injected)
-		if len(sc) != 1 || len(injected.Spec.Containers) != 2 || injected.Spec.Containers[0].Name != "app" {
-			t.Fatalf("containers %+v: want app and one sidecar", injected.Spec.Containers)
+		if len(sc) != 1 || len(injected.Spec.Containers) != 1 || injected.Spec.Containers[0].Name != "app" ||
+			len(injected.Spec.InitContainers) != 1 {
+			t.Fatalf("containers %+v init containers %+v: want app and one native sidecar", injected.Spec.Containers, injected.Spec.InitContainers)
+		}
+		if rp := sc[0].RestartPolicy; rp == nil || *rp != corev1.ContainerRestartPolicyAlways {
+			t.Errorf("sidecar restartPolicy %v, want Always", rp)
 		}
 		want, _ := Container(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}}}, cfg)
 		got := sc[0]
@@ -167,15 +174,16 @@ func TestAgainstAPIServer(t *testing.T) {
 		untouched(t, create(t, "shop", map[string]string{PodAnnotation: "false"}))
 	})
 	t.Run("annotated pod in other namespace injected", func(t *testing.T) {
-		if p := create(t, "other", map[string]string{PodAnnotation: "true"}); len(sidecars(p)) != 1 || len(p.Spec.Containers) != 2 {
-			t.Errorf("containers %v: want one sidecar", p.Spec.Containers)
+		if p := create(t, "other", map[string]string{PodAnnotation: "true"}); len(sidecars(p)) != 1 || len(p.Spec.Containers) != 1 {
+			t.Errorf("containers %v init containers %v: want app and one sidecar", p.Spec.Containers, p.Spec.InitContainers)
 		}
 	})
 	t.Run("pod that brings its own sidecar is kept as is", func(t *testing.T) {
 		own := corev1.Container{Name: cfg.Sidecar.Name, Image: "mine/exporter:1"}
 		p := create(t, "shop", nil, corev1.Container{Name: "app", Image: "nginx"}, own)
-		if sc := sidecars(p); len(sc) != 1 || sc[0].Image != "mine/exporter:1" || len(p.Spec.Volumes) != 0 {
-			t.Errorf("containers %v volumes %v: want the pod's own sidecar only", p.Spec.Containers, p.Spec.Volumes)
+		if sc := sidecars(p); len(sc) != 1 || sc[0].Image != "mine/exporter:1" || len(p.Spec.Volumes) != 0 || len(p.Spec.InitContainers) != 0 {
+			t.Errorf("containers %v init containers %v volumes %v: want the pod's own sidecar only",
+				p.Spec.Containers, p.Spec.InitContainers, p.Spec.Volumes)
 		}
 	})
 	t.Run("second admission does not inject again", func(t *testing.T) {
@@ -194,8 +202,8 @@ func TestAgainstAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatalf("update: %v", err)
 		}
-		if len(sidecars(up)) != 1 || len(up.Spec.Containers) != 2 || len(up.Spec.Volumes) != 2 {
-			t.Errorf("after update: containers %v volumes %v", up.Spec.Containers, up.Spec.Volumes)
+		if len(sidecars(up)) != 1 || len(up.Spec.Containers)+len(up.Spec.InitContainers) != 2 || len(up.Spec.Volumes) != 2 {
+			t.Errorf("after update: containers %v init containers %v volumes %v", up.Spec.Containers, up.Spec.InitContainers, up.Spec.Volumes)
 		}
 	})
 	t.Run("manifests are accepted by the API server", func(t *testing.T) {

@@ -40,6 +40,12 @@ type Sidecar struct {
 	// Name is the container's name, which is also how an injected pod is recognised. Default
 	// flowlens-exporter.
 	Name string `mapstructure:"name"`
+	// Native makes the sidecar a Kubernetes native sidecar: the first init container, with restartPolicy
+	// Always. It then starts before the pod's other containers (so their first connections are seen)
+	// and does not keep a Job's pod running after its work is done. It needs Kubernetes 1.29 or later
+	// (the SidecarContainers feature): an older API server drops the restartPolicy and the pod waits
+	// forever on an init container that never exits, so set it false there. Default true.
+	Native bool `mapstructure:"native"`
 	// Requests and limits. Defaults 10m/32Mi and 100m/64Mi: the exporter's measured RSS is 25-37 MiB and
 	// its CPU a fraction of a percent of the workload's (README "Benchmarks").
 	CPURequest    string `mapstructure:"cpu_request"`
@@ -66,6 +72,7 @@ var options = []settings.Option{
 	settings.O("sidecar.image", "sidecar-image", "", "flow-exporter image to inject (required)"),
 	settings.O("sidecar.pull_policy", "sidecar-pull-policy", "IfNotPresent", "Always, IfNotPresent or Never"),
 	settings.O("sidecar.name", "sidecar-name", "flowlens-exporter", "injected container name"),
+	settings.O("sidecar.native", "sidecar-native", true, "inject a native sidecar (init container, restartPolicy Always; Kubernetes >= 1.29)"),
 	settings.O("sidecar.cpu_request", "sidecar-cpu-request", "10m", "sidecar CPU request"),
 	settings.O("sidecar.memory_request", "sidecar-memory-request", "32Mi", "sidecar memory request"),
 	settings.O("sidecar.cpu_limit", "sidecar-cpu-limit", "100m", "sidecar CPU limit"),

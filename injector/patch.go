@@ -39,10 +39,13 @@ const (
 )
 
 // Decide says whether pod gets the sidecar; nsEnabled says its namespace carries the opt-in label.
+// A pod that has a container or init container named sidecarName already has it, whoever added it.
 func Decide(pod *corev1.Pod, nsEnabled bool, sidecarName string) Decision {
-	for _, c := range pod.Spec.Containers {
-		if c.Name == sidecarName {
-			return AlreadyInjected
+	for _, cs := range [][]corev1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
+		for _, c := range cs {
+			if c.Name == sidecarName {
+				return AlreadyInjected
+			}
 		}
 	}
 	switch pod.Annotations[PodAnnotation] {
@@ -75,7 +78,16 @@ func Patch(pod *corev1.Pod, cfg Config) ([]PatchOp, error) {
 	if err != nil {
 		return nil, err
 	}
-	ops := []PatchOp{{Op: "add", Path: "/spec/containers/-", Value: c}}
+	var ops []PatchOp
+	switch {
+	case !cfg.Sidecar.Native:
+		ops = append(ops, PatchOp{Op: "add", Path: "/spec/containers/-", Value: c})
+	case len(pod.Spec.InitContainers) == 0:
+		ops = append(ops, PatchOp{Op: "add", Path: "/spec/initContainers", Value: []corev1.Container{c}})
+	default:
+		// First, so it runs while the other init containers do.
+		ops = append(ops, PatchOp{Op: "add", Path: "/spec/initContainers/0", Value: c})
+	}
 	if len(pod.Spec.Volumes) == 0 {
 		// "-" appends to an existing array only.
 		ops = append(ops, PatchOp{Op: "add", Path: "/spec/volumes", Value: Volumes()})
@@ -150,10 +162,16 @@ func Container(pod *corev1.Pod, cfg Config) (corev1.Container, error) {
 		env = append(env, corev1.EnvVar{Name: "FLOWLENS_COLLECTOR_INSECURE", Value: "true"})
 	}
 	no, yes, root := false, true, int64(0)
+	var restart *corev1.ContainerRestartPolicy
+	if cfg.Sidecar.Native {
+		always := corev1.ContainerRestartPolicyAlways
+		restart = &always
+	}
 	return corev1.Container{
 		Name:            cfg.Sidecar.Name,
 		Image:           cfg.Sidecar.Image,
 		ImagePullPolicy: corev1.PullPolicy(cfg.Sidecar.PullPolicy),
+		RestartPolicy:   restart,
 		Env:             env,
 		Resources:       res,
 		VolumeMounts: []corev1.VolumeMount{

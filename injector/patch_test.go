@@ -43,6 +43,8 @@ func TestDecide(t *testing.T) {
 		{"unknown annotation value follows the namespace", pod("yes", app), false, NotSelected},
 		{"already injected", pod("true", app, sidecar), true, AlreadyInjected},
 		{"already injected wins over opt-out", pod("false", sidecar), false, AlreadyInjected},
+		{"already injected as a native sidecar", &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{app},
+			InitContainers: []corev1.Container{sidecar}}}, true, AlreadyInjected},
 	} {
 		if got := Decide(tc.pod, tc.nsEnabled, "flowlens-exporter"); got != tc.want {
 			t.Errorf("%s: Decide = %s, want %s", tc.name, got, tc.want)
@@ -122,6 +124,34 @@ func TestPatchKeepsExistingVolumesAndAnnotations(t *testing.T) {
 	want := map[string]string{PodAnnotation: "true", "a/b~c": "x", InjectedAnnotation: cfg.Sidecar.Image}
 	if !reflect.DeepEqual(got.Annotations, want) {
 		t.Errorf("annotations %v, want %v", got.Annotations, want)
+	}
+}
+
+func TestPatchNative(t *testing.T) {
+	cfg := testConfig()
+	cfg.Sidecar.Native = true
+	app := []corev1.Container{{Name: "app", Image: "nginx"}}
+	bare := applyPatch(t, &corev1.Pod{Spec: corev1.PodSpec{Containers: app}}, cfg)
+	if !reflect.DeepEqual(bare.Spec.Containers, app) || len(bare.Spec.InitContainers) != 1 ||
+		bare.Spec.InitContainers[0].Name != cfg.Sidecar.Name {
+		t.Fatalf("containers %v init containers %v: want app and the sidecar as the one init container",
+			bare.Spec.Containers, bare.Spec.InitContainers)
+	}
+	if rp := bare.Spec.InitContainers[0].RestartPolicy; rp == nil || *rp != corev1.ContainerRestartPolicyAlways {
+		t.Errorf("restartPolicy %v, want Always", rp)
+	}
+	withInit := applyPatch(t, &corev1.Pod{Spec: corev1.PodSpec{Containers: app,
+		InitContainers: []corev1.Container{{Name: "migrate"}}}}, cfg)
+	if n := len(withInit.Spec.InitContainers); n != 2 || withInit.Spec.InitContainers[0].Name != cfg.Sidecar.Name ||
+		withInit.Spec.InitContainers[1].Name != "migrate" {
+		t.Errorf("init containers %v: want the sidecar, then migrate", withInit.Spec.InitContainers)
+	}
+	if Decide(withInit, true, cfg.Sidecar.Name) != AlreadyInjected {
+		t.Error("a natively injected pod is not recognised as injected")
+	}
+	cfg.Sidecar.Native = false
+	if c, _ := Container(&corev1.Pod{}, cfg); c.RestartPolicy != nil {
+		t.Errorf("plain sidecar has restartPolicy %v", *c.RestartPolicy)
 	}
 }
 

@@ -228,7 +228,7 @@ func TestLoad(t *testing.T) {
 		t.Fatalf("Load: %v", err)
 	}
 	if c.Sidecar.Image != "img:1" || c.Collector.GRPCAddr != "collector:4317" || c.Cluster != "c1" ||
-		c.Sidecar.Name != "flowlens-exporter" || c.Sidecar.MemoryLimit != "64Mi" || c.ListenAddr != ":8443" {
+		c.Sidecar.Name != "flowlens-exporter" || !c.Sidecar.Native || c.Sidecar.MemoryLimit != "64Mi" || c.ListenAddr != ":8443" {
 		t.Errorf("config %+v", c)
 	}
 	t.Setenv("FLOWLENS_SIDECAR_IMAGE", "")
