@@ -92,7 +92,11 @@ func TestAgainstAPIServer(t *testing.T) {
 	})
 
 	ctx := context.Background()
-	for name, labels := range map[string]map[string]string{"shop": {NamespaceLabel: NamespaceEnabled}, "other": nil} {
+	for name, labels := range map[string]map[string]string{
+		"shop":   {NamespaceLabel: NamespaceEnabled},
+		"other":  nil,
+		"strict": {NamespaceLabel: NamespaceEnabled, "pod-security.kubernetes.io/enforce": "baseline"},
+	} {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
 		if _, err := client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -177,6 +181,11 @@ func TestAgainstAPIServer(t *testing.T) {
 		if p := create(t, "other", map[string]string{PodAnnotation: "true"}); len(sidecars(p)) != 1 || len(p.Spec.Containers) != 1 {
 			t.Errorf("containers %v init containers %v: want app and one sidecar", p.Spec.Containers, p.Spec.InitContainers)
 		}
+	})
+	t.Run("opted-in namespace enforcing baseline starts pods without the sidecar", func(t *testing.T) {
+		// Injected, the pod would be refused by Pod Security admission (hostPath, added capabilities).
+		untouched(t, create(t, "strict", nil))
+		untouched(t, create(t, "strict", map[string]string{PodAnnotation: "true"}))
 	})
 	t.Run("pod that brings its own sidecar is kept as is", func(t *testing.T) {
 		own := corev1.Container{Name: cfg.Sidecar.Name, Image: "mine/exporter:1"}
