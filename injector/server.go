@@ -22,6 +22,7 @@ type Server struct {
 	log     *zap.Logger
 	servers []*http.Server
 	done    chan error
+	failed  chan error
 }
 
 // Start binds cfg.ListenAddr (and cfg.MetricsAddr) and serves until Stop. gatherer serves /metrics.
@@ -43,7 +44,7 @@ func Start(cfg Config, log *zap.Logger, reg prometheus.Registerer, gatherer prom
 		}
 		wh.ServeHTTP(w, r)
 	})
-	s := &Server{log: log, done: make(chan error, 2)}
+	s := &Server{log: log, done: make(chan error, 2), failed: make(chan error, 2)}
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.ListenAddr, err)
@@ -81,11 +82,14 @@ func (s *Server) serve(hs *http.Server, run func() error) {
 			err = nil
 		}
 		if err != nil {
-			s.log.Error("server stopped", zap.Error(err))
+			s.failed <- err
 		}
 		s.done <- err
 	}()
 }
+
+// Failed delivers the error of a server that stopped by itself: the process should exit.
+func (s *Server) Failed() <-chan error { return s.failed }
 
 // Stop shuts the servers down, waiting for answers in flight until ctx ends.
 func (s *Server) Stop(ctx context.Context) {

@@ -52,7 +52,12 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case err := <-s.Failed():
+		s.Stop(context.Background())
+		return fmt.Errorf("serve: %w", err)
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s.Stop(sctx)
