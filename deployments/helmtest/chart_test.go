@@ -1,0 +1,264 @@
+package helmtest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+
+	collectorconfig "github.com/flowlens/flowlens/collector/config"
+	exporterconfig "github.com/flowlens/flowlens/exporter/config"
+	"github.com/flowlens/flowlens/internal/kubetest"
+	sonarconfig "github.com/flowlens/flowlens/sonar/config"
+)
+
+// crdKinds are served only where their operator installed its CRDs; values that render them are off
+// by default.
+var crdKinds = []string{"ServiceMonitor", "PodMonitor", "Certificate", "Issuer"}
+
+func TestLint(t *testing.T) {
+	for _, set := range [][]string{nil, {"daemonset.enabled=true", "nats.enabled=true"},
+		{"serviceMonitor.enabled=true", "certManager.enabled=true", "collector.insecure=true"}} {
+		args := []string{"lint", "--strict", chartDir}
+		for _, s := range set {
+			args = append(args, "--set", s)
+		}
+		out := helm(t, args...)
+		if !strings.Contains(string(out), "0 chart(s) failed") {
+			t.Errorf("helm %v: %s", args, out)
+		}
+	}
+}
+
+func TestDefaultRender(t *testing.T) {
+	objs := render(t)
+	want := []string{
+		"ServiceAccount/flow-collector", "ServiceAccount/flowlens-injector", "ServiceAccount/flowlens-sonar",
+		"ConfigMap/flowlens-injector",
+		"ClusterRole/flowlens-sonar", "ClusterRoleBinding/flowlens-sonar",
+		"Service/flow-collector", "Service/flowlens-injector", "Service/flowlens-sonar",
+		"Deployment/flow-collector", "Deployment/flowlens-injector", "Deployment/flowlens-sonar",
+		"HorizontalPodAutoscaler/flow-collector",
+		"PodDisruptionBudget/flow-collector", "PodDisruptionBudget/flowlens-injector",
+		"MutatingWebhookConfiguration/flowlens-injector",
+	}
+	got := names(objs)
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("rendered %v\nwant %v", got, want)
+	}
+
+	svc := find(t, objs, "Service", "flow-collector")
+	ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports")
+	gotPorts := map[string]int64{}
+	for _, p := range ports {
+		p := p.(map[string]any)
+		gotPorts[p["name"].(string)] = p["port"].(int64)
+	}
+	if !reflect.DeepEqual(gotPorts, map[string]int64{"grpc": 9990, "api": 9480, "metrics": 9478}) {
+		t.Errorf("collector service ports %v", gotPorts)
+	}
+
+	whc := find(t, objs, "MutatingWebhookConfiguration", "flowlens-injector")
+	hooks, _, _ := unstructured.NestedSlice(whc.Object, "webhooks")
+	if len(hooks) != 2 {
+		t.Fatalf("%d webhooks, want 2", len(hooks))
+	}
+	for _, h := range hooks {
+		h := h.(map[string]any)
+		if h["failurePolicy"] != "Ignore" {
+			t.Errorf("webhook %s failurePolicy %v, want Ignore", h["name"], h["failurePolicy"])
+		}
+	}
+
+	role := find(t, objs, "ClusterRole", "flowlens-sonar")
+	rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
+	wantRules := []any{map[string]any{"apiGroups": []any{""}, "resources": []any{"pods", "services", "nodes"},
+		"verbs": []any{"get", "list", "watch"}}}
+	if !reflect.DeepEqual(rules, wantRules) {
+		t.Errorf("sonar ClusterRole rules %v, want %v", rules, wantRules)
+	}
+
+	// The collector's environment, read back by the collector's own config loader.
+	ce := env(t, find(t, objs, "Deployment", "flow-collector"))
+	c := loadWith(t, ce, collectorconfig.Load)
+	if c.GRPCAddr != ":9990" || c.APIAddr != ":9480" || c.MetricsAddr != ":9478" || c.DataDir != "/data" ||
+		c.Attribution.SonarAddr != "flowlens-sonar.flowlens.svc:9491" || c.Retention != 168*time.Hour ||
+		c.CertFile != "/etc/flowlens/tls/tls.crt" || c.Insecure || c.NATS.URL != "" {
+		t.Errorf("collector config from the chart's env %v:\n%+v", ce, c)
+	}
+	se := env(t, find(t, objs, "Deployment", "flowlens-sonar"))
+	s := loadWith(t, se, sonarconfig.Load)
+	if s.GRPCAddr != ":9491" || s.HTTPAddr != ":9492" || !s.InCluster || s.DataDir != "/data" {
+		t.Errorf("sonar config from the chart's env %v:\n%+v", se, s)
+	}
+}
+
+func TestDaemonSetAndNATSRender(t *testing.T) {
+	objs := render(t, "daemonset.enabled=true", "nats.enabled=true", "cluster=prod", "daemonset.config.flush_interval=30s")
+	ds := find(t, objs, "DaemonSet", "flow-exporter")
+	spec, _, _ := unstructured.NestedMap(ds.Object, "spec", "template", "spec")
+	if spec["hostNetwork"] != true || spec["hostPID"] != nil {
+		t.Errorf("DaemonSet hostNetwork %v hostPID %v, want true and unset", spec["hostNetwork"], spec["hostPID"])
+	}
+	ctr := container(t, ds)
+	caps, _, _ := unstructured.NestedStringSlice(ctr, "securityContext", "capabilities", "add")
+	drop, _, _ := unstructured.NestedStringSlice(ctr, "securityContext", "capabilities", "drop")
+	priv, _, _ := unstructured.NestedBool(ctr, "securityContext", "privileged")
+	if !slices.Equal(caps, []string{"BPF", "PERFMON"}) || !slices.Equal(drop, []string{"ALL"}) || priv {
+		t.Errorf("exporter capabilities add %v drop %v privileged %v", caps, drop, priv)
+	}
+	mounts, _, _ := unstructured.NestedSlice(ctr, "volumeMounts")
+	ro := map[string]bool{}
+	for _, m := range mounts {
+		m := m.(map[string]any)
+		ro[m["mountPath"].(string)] = m["readOnly"] == true
+	}
+	for _, p := range []string{"/sys/kernel/btf", "/sys/kernel/tracing", "/sys/fs/cgroup", "/run/netns"} {
+		if !ro[p] {
+			t.Errorf("%s not mounted read-only (mounts %v)", p, ro)
+		}
+	}
+	ee := env(t, ds)
+	// The exporter's own loader: the env must make a valid host-scope configuration. The node name
+	// comes from the downward API at run time; here it is set as the kubelet would.
+	ee["FLOWLENS_WORKLOAD_NODE"] = "node-a"
+	ee["FLOWLENS_COLLECTOR_CA_FILE"] = filepath.Join(t.TempDir(), "ca.crt")
+	e := loadWith(t, ee, exporterconfig.Load)
+	if e.Scope != "host" || e.Output != "collector" || e.Collector.GRPCAddr != "flow-collector.flowlens.svc:9990" ||
+		e.FlushInterval != 30*time.Second || e.Workload.Cluster != "prod" || e.MetricsAddr != ":9477" {
+		t.Errorf("exporter config from the DaemonSet's env %v:\n%+v", ee, e)
+	}
+
+	find(t, objs, "StatefulSet", "flowlens-nats")
+	find(t, objs, "Service", "flowlens-nats")
+	for _, d := range []string{"flow-collector", "flowlens-sonar"} {
+		if got := env(t, find(t, objs, "Deployment", d))["FLOWLENS_NATS_URL"]; got != "nats://flowlens-nats.flowlens.svc:4222" {
+			t.Errorf("%s FLOWLENS_NATS_URL = %q", d, got)
+		}
+	}
+}
+
+// loadWith sets env (as the kubelet would, fieldRefs resolved to a pod name) and runs a binary's config
+// loader with no arguments.
+func loadWith[C any](t *testing.T, env map[string]string, load func([]string) (C, error)) C {
+	t.Helper()
+	for k, v := range env {
+		if strings.HasPrefix(v, "fieldRef:") {
+			v = "pod-0"
+		}
+		t.Setenv(k, v)
+	}
+	c, err := load(nil)
+	if err != nil {
+		t.Fatalf("config from env %v: %v", env, err)
+	}
+	return c
+}
+
+// TestDryRun validates every object the chart renders, for the default values and with each optional
+// part on, by a server-side dry-run apply against a real kube-apiserver.
+func TestDryRun(t *testing.T) {
+	cfg, _ := kubetest.Start(t)
+	dc, mapper := clients(t, cfg)
+	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": namespace}}}
+	if _, err := dc.Resource(corev1.SchemeGroupVersion.WithResource("namespaces")).Create(context.Background(), ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		set  []string
+		// absent are the kinds whose CRDs this API server lacks: they must be rejected for that reason only.
+		absent []string
+	}{
+		{"default values", nil, nil},
+		{"daemonset and nats", []string{"daemonset.enabled=true", "nats.enabled=true", "injector.enabled=false"}, nil},
+		{"insecure collector without sonar", []string{"collector.insecure=true", "sonar.enabled=false", "collector.hpa.enabled=false"}, nil},
+		{"servicemonitor and cert-manager", []string{"serviceMonitor.enabled=true", "certManager.enabled=true", "daemonset.enabled=true"}, crdKinds},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := render(t, tc.set...)
+			applied, missing := 0, map[string]bool{}
+			for _, o := range objs {
+				gvk := o.GroupVersionKind()
+				m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+				if err != nil {
+					if meta.IsNoMatchError(err) && slices.Contains(tc.absent, gvk.Kind) {
+						missing[gvk.Kind] = true
+						continue
+					}
+					t.Errorf("%s %s: %v", gvk, o.GetName(), err)
+					continue
+				}
+				// Cluster-scoped objects (the webhook configuration, RBAC) exist once: a per-case name
+				// keeps cases from validating a merge with an earlier case's object.
+				o.SetName(o.GetName() + "-" + strings.ReplaceAll(tc.name, " ", "-"))
+				_, err = dc.Resource(m.Resource).Namespace(o.GetNamespace()).Apply(context.Background(), o.GetName(), o,
+					metav1.ApplyOptions{FieldManager: "flowlens-helm-test", Force: true, DryRun: []string{metav1.DryRunAll}})
+				if err != nil {
+					t.Errorf("%s %s rejected: %v", gvk.Kind, o.GetName(), err)
+				}
+				applied++
+			}
+			if applied == 0 {
+				t.Fatal("nothing applied")
+			}
+			for _, k := range tc.absent {
+				if !missing[k] {
+					t.Errorf("%s: rendered none, or the API server knew it", k)
+				}
+			}
+			t.Logf("%d objects accepted by the API server, CRD kinds not served: %v", applied, missing)
+		})
+	}
+	t.Run("committed manifests", func(t *testing.T) {
+		raw, err := os.ReadFile(manifestsFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range parse(t, raw) {
+			if o.GetKind() == "Namespace" {
+				continue
+			}
+			gvk := o.GroupVersionKind()
+			m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+			if err != nil {
+				t.Fatalf("%s: %v", gvk, err)
+			}
+			o.SetName(o.GetName() + "-manifests")
+			if _, err := dc.Resource(m.Resource).Namespace(o.GetNamespace()).Apply(context.Background(), o.GetName(), o,
+				metav1.ApplyOptions{FieldManager: "flowlens-helm-test", Force: true, DryRun: []string{metav1.DryRunAll}}); err != nil {
+				t.Errorf("%s %s rejected: %v", gvk.Kind, o.GetName(), err)
+			}
+		}
+	})
+}
+
+func clients(t *testing.T, cfg *rest.Config) (*dynamic.DynamicClient, meta.RESTMapper) {
+	t.Helper()
+	dc, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dc, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
+}
