@@ -35,7 +35,7 @@ generate: deps ## rebuild generated code (bpf2go objects and bindings, protobuf)
 .PHONY: build
 build: ## build every binary into bin/
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./exporter/cmd/flow-exporter ./collector/cmd/flow-collector ./flowctl/cmd/flowctl ./sonar/cmd/sonar
+	$(GO) build -o $(BIN)/ ./exporter/cmd/flow-exporter ./collector/cmd/flow-collector ./flowctl/cmd/flowctl ./sonar/cmd/sonar ./injector/cmd/flowlens-injector
 
 .PHONY: run
 run: deps build ## build and start the single-machine default: flow-collector and a host-scope flow-exporter
