@@ -185,16 +185,20 @@ func TestDryRun(t *testing.T) {
 		set  []string
 		// absent are the kinds whose CRDs this API server lacks: they must be rejected for that reason only.
 		absent []string
+		// reject, when set, is what every rejection must name (at least one object must be rejected):
+		// the check that the dry run validates at all.
+		reject string
 	}{
-		{"default values", nil, nil},
-		{"daemonset and nats", []string{"daemonset.enabled=true", "nats.enabled=true", "injector.enabled=false"}, nil},
-		{"insecure collector without sonar", []string{"collector.insecure=true", "sonar.enabled=false", "collector.hpa.enabled=false"}, nil},
-		{"servicemonitor and cert-manager", []string{"serviceMonitor.enabled=true", "certManager.enabled=true", "daemonset.enabled=true"}, crdKinds},
+		{"default values", nil, nil, ""},
+		{"daemonset and nats", []string{"daemonset.enabled=true", "nats.enabled=true", "injector.enabled=false"}, nil, ""},
+		{"insecure collector without sonar", []string{"collector.insecure=true", "sonar.enabled=false", "collector.hpa.enabled=false"}, nil, ""},
+		{"servicemonitor and cert-manager", []string{"serviceMonitor.enabled=true", "certManager.enabled=true", "daemonset.enabled=true"}, crdKinds, ""},
+		{"out-of-range port is rejected", []string{"collector.ports.grpc=70000"}, nil, "70000"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			objs := render(t, tc.set...)
-			applied, missing := 0, map[string]bool{}
+			applied, rejected, missing := 0, 0, map[string]bool{}
 			for _, o := range objs {
 				gvk := o.GroupVersionKind()
 				m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
@@ -211,20 +215,27 @@ func TestDryRun(t *testing.T) {
 				o.SetName(o.GetName() + "-" + strings.ReplaceAll(tc.name, " ", "-"))
 				_, err = dc.Resource(m.Resource).Namespace(o.GetNamespace()).Apply(context.Background(), o.GetName(), o,
 					metav1.ApplyOptions{FieldManager: "flowlens-helm-test", Force: true, DryRun: []string{metav1.DryRunAll}})
-				if err != nil {
+				switch {
+				case err == nil:
+					applied++
+				case tc.reject != "" && strings.Contains(err.Error(), tc.reject):
+					rejected++
+				default:
 					t.Errorf("%s %s rejected: %v", gvk.Kind, o.GetName(), err)
 				}
-				applied++
 			}
 			if applied == 0 {
 				t.Fatal("nothing applied")
+			}
+			if tc.reject != "" && rejected == 0 {
+				t.Errorf("no object rejected for %q", tc.reject)
 			}
 			for _, k := range tc.absent {
 				if !missing[k] {
 					t.Errorf("%s: rendered none, or the API server knew it", k)
 				}
 			}
-			t.Logf("%d objects accepted by the API server, CRD kinds not served: %v", applied, missing)
+			t.Logf("%d objects accepted by the API server, %d rejected as expected, CRD kinds not served: %v", applied, rejected, missing)
 		})
 	}
 	t.Run("committed manifests", func(t *testing.T) {
@@ -261,4 +272,53 @@ func clients(t *testing.T, cfg *rest.Config) (*dynamic.DynamicClient, meta.RESTM
 		t.Fatal(err)
 	}
 	return dc, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
+}
+
+// TestInjectorMatchesPlainManifests: the chart's webhook registration and injector pod template are
+// ports of deployments/injector's; they must not drift from them (labels and the config checksum aside).
+func TestInjectorMatchesPlainManifests(t *testing.T) {
+	objs := render(t)
+	var plain []*unstructured.Unstructured
+	for _, f := range []string{"../injector/mutatingwebhookconfiguration.yaml", "../injector/injector.yaml"} {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain = append(plain, parse(t, raw)...)
+	}
+	want, _, _ := unstructured.NestedSlice(find(t, plain, "MutatingWebhookConfiguration", "flowlens-injector").Object, "webhooks")
+	got, _, _ := unstructured.NestedSlice(find(t, objs, "MutatingWebhookConfiguration", "flowlens-injector").Object, "webhooks")
+	if len(want) != 2 {
+		t.Fatalf("deployments/injector has %d webhooks, want 2", len(want))
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("chart webhooks\n%v\ndeployments/injector webhooks\n%v", got, want)
+	}
+	for _, path := range [][]string{
+		{"spec", "template", "spec", "containers"}, {"spec", "template", "spec", "volumes"},
+		{"spec", "template", "spec", "securityContext", "runAsUser"}, {"spec", "template", "spec", "automountServiceAccountToken"},
+	} {
+		w, _, _ := unstructured.NestedFieldNoCopy(find(t, plain, "Deployment", "flowlens-injector").Object, path...)
+		g, _, _ := unstructured.NestedFieldNoCopy(find(t, objs, "Deployment", "flowlens-injector").Object, path...)
+		if w == nil {
+			t.Fatalf("deployments/injector's Deployment has no %v", path)
+		}
+		// Images: the chart pins the appVersion tag where the plain manifest says latest.
+		if path[len(path)-1] == "containers" {
+			g = stripImages(g)
+			w = stripImages(w)
+		}
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("injector Deployment %v:\nchart %v\nplain %v", strings.Join(path, "."), g, w)
+		}
+	}
+}
+
+func stripImages(v any) any {
+	cs, _ := v.([]any)
+	for _, c := range cs {
+		delete(c.(map[string]any), "image")
+		delete(c.(map[string]any), "imagePullPolicy")
+	}
+	return cs
 }
