@@ -45,8 +45,16 @@ run: deps build ## build and start the single-machine default: flow-collector an
 envtest: ## build and cache kube-apiserver and etcd for the Kubernetes tests (envtest); skipped when cached
 	@scripts/install-envtest.sh
 
+.PHONY: helm
+helm: ## install helm v3.22.0 into $(go env GOPATH)/bin (go install; skipped when present)
+	@scripts/install-helm.sh
+
+.PHONY: manifests
+manifests: helm ## render deployments/helm/flowlens into deployments/manifests/flowlens.yaml
+	@deployments/manifests/generate.sh
+
 .PHONY: test
-test: deps envtest ## install what the tests need and run them all (kernel tests need root)
+test: deps envtest helm ## install what the tests need and run them all (kernel tests need root)
 	$(GO) vet ./...
 	$(GO) test $(TESTFLAGS) ./...
 	GOFLAGS= $(GO) test $(TESTFLAGS) ./collector/store # the store's path without the Arrow tag
