@@ -3,56 +3,32 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
 	"github.com/flowlens/flowlens/exporter/agent"
 	"github.com/flowlens/flowlens/exporter/config"
 	"github.com/flowlens/flowlens/exporter/metrics"
 	"github.com/flowlens/flowlens/exporter/shipper"
-	"github.com/flowlens/flowlens/internal/logging"
+	"github.com/flowlens/flowlens/internal/daemon"
 	"github.com/flowlens/flowlens/internal/output"
 )
 
-func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "flow-exporter:", err)
-		os.Exit(1)
-	}
-}
+func main() { daemon.Main("flow-exporter", run) }
 
 func run() error {
 	cfg, err := config.Load(os.Args[1:])
-	if errors.Is(err, pflag.ErrHelp) {
-		return nil
-	}
 	if err != nil {
 		return err
 	}
-	log, err := logging.New(cfg.LogLevel)
+	env, err := daemon.Setup("flow-exporter", cfg.LogLevel)
 	if err != nil {
 		return err
 	}
-	defer log.Sync()
-	log = log.With(zap.String("component", "flow-exporter"))
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// Once the first signal has begun the orderly shutdown, a second one kills as usual.
-	context.AfterFunc(ctx, stop)
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	defer env.Close()
+	ctx, log, reg := env.Ctx, env.Log, env.Reg
 	m, err := metrics.New(reg, log)
 	if err != nil {
 		return err
