@@ -23,6 +23,7 @@ import (
 	"github.com/flowlens/flowlens/collector/api/model"
 	"github.com/flowlens/flowlens/collector/store"
 	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/timeparam"
 )
 
 // LookupFunc serves the IP ownership endpoints, /api/v1/lookup and /api/v1/ranges: sonar's HTTP
@@ -113,34 +114,11 @@ func (p *params) time(name, def string) int64 {
 	if v == "" {
 		v = def
 	}
-	t, err := ParseTime(v, p.now)
+	t, err := timeparam.Parse(v, p.now)
 	if err != nil {
 		p.fail(name, err.Error())
 	}
 	return t
-}
-
-// ParseTime reads a time parameter: RFC 3339, Unix nanoseconds, "now", or a signed duration relative
-// to now ("-15m"). It returns Unix nanoseconds.
-func ParseTime(v string, now time.Time) (int64, error) {
-	if v == "now" {
-		return now.UnixNano(), nil
-	}
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		return n, nil
-	}
-	if v != "" && (v[0] == '-' || v[0] == '+') {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return 0, fmt.Errorf("bad relative duration %q (want e.g. -15m)", v)
-		}
-		return now.Add(d).UnixNano(), nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not RFC 3339, Unix nanoseconds, now, or a relative duration like -15m", v)
-	}
-	return t.UnixNano(), nil
 }
 
 func (p *params) limit() int {

@@ -9,11 +9,11 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/flowlens/flowlens/internal/flow"
+	"github.com/flowlens/flowlens/internal/timeparam"
 	"github.com/flowlens/flowlens/sonar/index"
 )
 
@@ -180,37 +180,11 @@ func (s *service) parseQuery(ipText, atText string) (query, error) {
 	if err != nil {
 		return query{}, fmt.Errorf("ip: %w", err)
 	}
-	at, err := ParseTime(atText, s.now())
+	at, err := timeparam.Parse(atText, s.now())
 	if err != nil {
-		return query{}, err
+		return query{}, fmt.Errorf("at: %w", err)
 	}
 	return query{ip: ip, at: at}, nil
-}
-
-// ParseTime reads a lookup time: empty for now, an integer for Unix nanoseconds, a signed Go duration
-// ("-5m", "-1h30m", "+10s") relative to now, or an RFC 3339 time with optional fractional seconds.
-func ParseTime(s string, now time.Time) (int64, error) {
-	if s == "" {
-		return now.UnixNano(), nil
-	}
-	if s[0] == ' ' { // an unescaped "+10s" in a query string arrives as " 10s"
-		s = "+" + strings.TrimLeft(s, " ")
-	}
-	if ns, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return ns, nil
-	}
-	if s[0] == '-' || s[0] == '+' {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return 0, fmt.Errorf("at %q: not a relative duration like -5m: %w", s, err)
-		}
-		return now.Add(d).UnixNano(), nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return 0, fmt.Errorf("at %q: want RFC 3339 (2026-01-02T15:04:05Z), Unix nanoseconds or a relative duration like -5m", s)
-	}
-	return t.UnixNano(), nil
 }
 
 func (s *service) httpRanges(w http.ResponseWriter, r *http.Request) {
