@@ -53,20 +53,12 @@ func (n *Namer) name(r *flow.Record) string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if r.Netns != 0 && r.Netns != n.hostNetns {
-		name, ok := n.netns[r.Netns]
-		if !ok && n.reload() {
-			name, ok = n.netns[r.Netns]
-		}
-		if ok {
-			return "netns/" + name
+		if name := lookup(n, func() map[uint32]string { return n.netns }, r.Netns); name != "" {
+			return name
 		}
 	}
 	if r.CgroupID != 0 {
-		name, ok := n.cgroups[r.CgroupID]
-		if !ok && n.reload() {
-			name = n.cgroups[r.CgroupID]
-		}
-		if name != "" {
+		if name := lookup(n, func() map[uint64]string { return n.cgroups }, r.CgroupID); name != "" {
 			return name
 		}
 	}
@@ -74,6 +66,19 @@ func (n *Namer) name(r *flow.Record) string {
 		return r.Comm
 	}
 	return "unknown"
+}
+
+// lookup finds id in a table, re-reading the tables on a miss. An id that fresh tables do not hold is
+// remembered as "": a socket in an unnamed namespace or cgroup (the root cgroup, say) must not make
+// every later record walk the cgroup tree again.
+func lookup[K comparable](n *Namer, table func() map[K]string, id K) string {
+	name, ok := table()[id]
+	if !ok && n.reload() {
+		if name, ok = table()[id]; !ok {
+			table()[id] = ""
+		}
+	}
+	return name
 }
 
 // reload re-reads the namespace and cgroup tables unless it did within the last second.
@@ -86,7 +91,7 @@ func (n *Namer) reload() bool {
 	if entries, err := os.ReadDir(n.netnsDir); err == nil {
 		for _, e := range entries {
 			if ino, ok := inode(filepath.Join(n.netnsDir, e.Name())); ok {
-				n.netns[uint32(ino)] = e.Name()
+				n.netns[uint32(ino)] = "netns/" + e.Name() // the workload name, made once
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/flowlens/flowlens/internal/flow"
 )
@@ -49,5 +50,21 @@ func TestNames(t *testing.T) {
 		if want := (flow.Workload{Name: c.want, Node: "host-1", Cluster: "lab"}); got != want {
 			t.Errorf("%s: got %+v, want %+v", c.name, got, want)
 		}
+	}
+}
+
+// An id the tables do not hold is remembered after one re-read: it does not walk the cgroup tree for
+// every record, even after the once-a-second guard has passed.
+func TestUnknownIDsReadTheTablesOnce(t *testing.T) {
+	n := New(flow.Workload{Node: "h"}, 1)
+	n.cgroupFS, n.netnsDir = t.TempDir(), t.TempDir()
+	r := flow.Record{CgroupID: 12345, Comm: "curl"}
+	if got := n.Workload(&r).Name; got != "curl" {
+		t.Fatalf("got %q", got)
+	}
+	first := n.loadedAt
+	n.loadedAt = first.Add(-time.Hour) // as if the guard had long passed
+	if got := n.Workload(&r).Name; got != "curl" || !n.loadedAt.Equal(first.Add(-time.Hour)) {
+		t.Fatalf("got %q; the tables were read again for a known-unknown id", got)
 	}
 }
