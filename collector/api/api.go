@@ -5,6 +5,12 @@
 // Time parameters (from, to) take RFC 3339 ("2026-11-25T02:00:00Z"), Unix nanoseconds
 // ("1795000000000000000"), "now", or a duration relative to now ("-15m", "-2h30m"). A window selects the
 // flows that overlap it. Defaults: from -1h, to now, limit 100 (at most 10000).
+//
+// /api/v1/flows selects a graph node with workload, workload_namespace and workload_cluster (either side
+// of the flow is that node), and an edge with client, client_namespace, client_cluster, server,
+// server_namespace and server_cluster (the connections the graph's edge counts, each once, by end time;
+// see store.FlowQuery). Each of those matches its field exactly; "-" stands for the empty value (the
+// node of addresses with no known owner is client=-&client_namespace=-&client_cluster=-).
 package api
 
 import (
@@ -121,6 +127,21 @@ func (p *params) time(name, def string) int64 {
 	return t
 }
 
+// node reads a graph node filter: name, name_namespace and name_cluster, "-" standing for "".
+func (p *params) node(name string) store.NodeFilter {
+	field := func(param string) *string {
+		v, ok := p.r.URL.Query()[param]
+		if !ok || v[0] == "" {
+			return nil
+		}
+		if v[0] == "-" {
+			return new("")
+		}
+		return &v[0]
+	}
+	return store.NodeFilter{Name: field(name), Namespace: field(name + "_namespace"), Cluster: field(name + "_cluster")}
+}
+
 func (p *params) limit() int {
 	v := p.str("limit")
 	if v == "" {
@@ -148,8 +169,10 @@ func (p *params) oneOf(name, def string, vals ...string) string {
 }
 
 func (h *handler) flows(w http.ResponseWriter, r *http.Request) {
-	p := h.params(r, "workload", "namespace", "ip", "port", "from", "to", "attribution", "close", "limit", "cursor")
-	q := store.FlowQuery{Workload: p.str("workload"), Namespace: p.str("namespace"), Cursor: p.str("cursor")}
+	p := h.params(r, "workload", "workload_namespace", "workload_cluster", "client", "client_namespace", "client_cluster",
+		"server", "server_namespace", "server_cluster", "namespace", "ip", "port", "role", "from", "to", "attribution", "close", "limit", "cursor")
+	q := store.FlowQuery{Namespace: p.str("namespace"), Cursor: p.str("cursor"),
+		Peer: p.node("workload"), Client: p.node("client"), Server: p.node("server")}
 	q.From, q.To = p.window()
 	q.Limit = p.limit()
 	if v := p.str("ip"); v != "" {
@@ -165,6 +188,13 @@ func (h *handler) flows(w http.ResponseWriter, r *http.Request) {
 			p.fail("port", fmt.Sprintf("%q is not a port (1..65535)", v))
 		}
 		q.Port = uint16(n)
+	}
+	if v := p.str("role"); v != "" {
+		var role flow.Role
+		if err := role.UnmarshalText([]byte(strings.ToUpper(v))); err != nil {
+			p.fail("role", err.Error())
+		}
+		q.Role = &role
 	}
 	if v := p.str("attribution"); v != "" {
 		var a flow.Attribution

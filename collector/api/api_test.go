@@ -123,6 +123,13 @@ func TestEndpoints(t *testing.T) {
 			"workload=db": 8, "workload=db&from=-3h": 9, "workload=cache": 1, "namespace=shop": 11,
 			"ip=203.0.113.7": 1, "ip=10.0.1.1&port=40001": 2, "port=6379": 1, "close=CONNECT_FAILED": 2,
 			"close=reset_received": 1, "attribution=POD_EVENT": 1, "attribution=UNATTRIBUTED": 1,
+			// A node: either side is that workload of that namespace (and cluster).
+			"workload=web&workload_namespace=shop&workload_cluster=c1": 10, "workload=web&workload_namespace=data": 0,
+			"workload=db&role=server": 3, "role=SERVER": 4, "role=client&close=CONNECT_FAILED": 2,
+			// An edge: exactly the connections the graph counts (web -> db: 5 flows, not db's 3 records too).
+			"client=web&client_namespace=shop&client_cluster=c1&server=db&server_namespace=data&server_cluster=c1": 5,
+			"client=-&client_namespace=-&client_cluster=-&server=api":                                              1, "client=web": 7, "server=db&from=-3h": 6,
+			"client=web&server=db&port=40001": 1, "client=web&server=db&close=CONNECT_FAILED": 2,
 			"from=" + fmt.Sprint(seed.Base+10*int64(time.Second)) + "&to=" + url.QueryEscape(time.Unix(0, seed.Base+11*int64(time.Second)).Format(time.RFC3339Nano)): 2,
 		} {
 			if got := count(q); got != n {
@@ -174,6 +181,8 @@ func TestBadParams(t *testing.T) {
 		"/api/v1/flows?ip=10.0.0":           "ip: ",
 		"/api/v1/flows?close=SHUT":          "close: unknown close reason",
 		"/api/v1/flows?attribution=GUESS":   "attribution: unknown attribution",
+		"/api/v1/flows?role=BOSS":           "role: unknown role",
+		"/api/v1/flows?client_name=web":     "client_name: unknown parameter",
 		"/api/v1/flows?cursor=abc":          "cursor: malformed cursor",
 		"/api/v1/flows?wrkload=web":         "wrkload: unknown parameter",
 		"/api/v1/flows?port=1&port=2":       "port: given more than once",

@@ -17,17 +17,44 @@ var ErrBadCursor = errors.New("malformed cursor")
 
 // FlowQuery selects flows. Times are Unix ns; a flow matches when it overlaps [From, To]
 // (end_time >= From and start_time <= To). Empty fields match everything.
+//
+// Client and Server select one edge of the graph (or every edge from or to one node): only the records
+// the graph counts match (each connection once: the client's record, or the server's when the client's
+// address was not attributed from a heartbeat), oriented as the graph orients them, and the window then
+// selects by end time (From <= end_time <= To) as the graph's does. So the flows of an edge are exactly
+// the connections its figures sum.
 type FlowQuery struct {
 	From, To    int64
 	Workload    string     // either side's workload name
 	Namespace   string     // either side's namespace
+	Peer        NodeFilter // either side's graph node (a workload of one namespace and cluster)
+	Client      NodeFilter // the connection's client side's node
+	Server      NodeFilter // the connection's server side's node
 	IP          netip.Addr // either side's address
 	Port        uint16     // either side's port
+	Role        *flow.Role // the record's role (the exporter's side)
 	Attribution *flow.Attribution
 	Close       *flow.Close
 	Limit       int    // rows per page, > 0
 	Cursor      string // from the previous page's Next
 }
+
+// NodeFilter matches graph nodes field by field: a nil field matches any value, a pointer to "" only
+// the empty one (the node of remote addresses with no known owner has all three empty).
+type NodeFilter struct {
+	Name, Namespace, Cluster *string
+}
+
+// IsZero reports whether f matches every node.
+func (f NodeFilter) IsZero() bool { return f.Name == nil && f.Namespace == nil && f.Cluster == nil }
+
+// orientedSide is the node id of a record's client (c) or server (s) side, as orientedSQL orients it.
+const (
+	clientSide = "(CASE WHEN role = 'CLIENT' OR (role = 'UNKNOWN' AND local_port > remote_port) THEN local_nid ELSE remote_nid END)"
+	serverSide = "(CASE WHEN role = 'CLIENT' OR (role = 'UNKNOWN' AND local_port > remote_port) THEN remote_nid ELSE local_nid END)"
+	// countedSQL keeps the records the graph counts; see orientedSQL.
+	countedSQL = "(role = 'CLIENT' OR (role = 'UNKNOWN' AND local_port > remote_port) OR attribution <> 'HEARTBEAT')"
+)
 
 // FlowPage is one page of flows, newest end_time first. Next is empty on the last page.
 type FlowPage = model.FlowPage
@@ -36,6 +63,29 @@ type FlowPage = model.FlowPage
 func (s *Store) Flows(ctx context.Context, q FlowQuery) (FlowPage, error) {
 	where := []string{"end_time >= ?", "start_time <= ?"}
 	args := []any{q.From, q.To}
+	if !q.Client.IsZero() || !q.Server.IsZero() {
+		where = []string{"end_time >= ?", "end_time <= ?", countedSQL}
+		for _, side := range []struct {
+			f   NodeFilter
+			col string
+		}{{q.Client, clientSide}, {q.Server, serverSide}} {
+			if side.f.IsZero() {
+				continue
+			}
+			ids, err := s.nodeIDsWhere(ctx, side.f)
+			if err != nil {
+				return FlowPage{}, err
+			}
+			where = append(where, side.col+" IN ("+ids+")")
+		}
+	}
+	if !q.Peer.IsZero() {
+		ids, err := s.nodeIDsWhere(ctx, q.Peer)
+		if err != nil {
+			return FlowPage{}, err
+		}
+		where = append(where, "(local_nid IN ("+ids+") OR remote_nid IN ("+ids+"))")
+	}
 	if q.Workload != "" {
 		// Workload fields live in the workloads table; filtering flows by id sets keeps the scan on
 		// flows' own integer columns and joins only the page's rows.
@@ -59,6 +109,10 @@ func (s *Store) Flows(ctx context.Context, q FlowQuery) (FlowPage, error) {
 	if q.Port != 0 {
 		where = append(where, "(local_port = ? OR remote_port = ?)")
 		args = append(args, q.Port, q.Port)
+	}
+	if q.Role != nil {
+		where = append(where, "role = ?")
+		args = append(args, q.Role.String())
 	}
 	if q.Attribution != nil {
 		where = append(where, "attribution = ?")
@@ -112,7 +166,28 @@ func (s *Store) Flows(ctx context.Context, q FlowQuery) (FlowPage, error) {
 // workloadIDsWhere lists the ids of the workloads whose column equals v, as SQL literals: a literal
 // list is a plain filter on the flows scan, where an IN subquery became a join on every row.
 func (s *Store) workloadIDsWhere(ctx context.Context, column, v string) (string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT wid FROM workloads WHERE `+column+` = ?`, v)
+	return s.idList(ctx, `SELECT wid FROM workloads WHERE `+column+` = ?`, v)
+}
+
+// nodeIDsWhere lists the ids of the graph nodes f matches, as SQL literals (see workloadIDsWhere).
+func (s *Store) nodeIDsWhere(ctx context.Context, f NodeFilter) (string, error) {
+	where, args := []string{"true"}, []any{}
+	for _, c := range []struct {
+		col string
+		v   *string
+	}{{"name", f.Name}, {"namespace", f.Namespace}, {"cluster", f.Cluster}} {
+		if c.v != nil {
+			where = append(where, c.col+" = ?")
+			args = append(args, *c.v)
+		}
+	}
+	return s.idList(ctx, `SELECT DISTINCT node_id FROM workloads WHERE `+strings.Join(where, " AND "), args...)
+}
+
+// idList runs query, which selects one UBIGINT column, and joins the ids with commas; "NULL" (which
+// matches nothing) when there are none.
+func (s *Store) idList(ctx context.Context, query string, args ...any) (string, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return "", fmt.Errorf("query workloads: %w", err)
 	}
