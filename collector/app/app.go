@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flowlens/flowlens/collector/config"
+	"github.com/flowlens/flowlens/collector/console"
 	"github.com/flowlens/flowlens/collector/pipeline"
 	"github.com/flowlens/flowlens/collector/server"
 	"github.com/flowlens/flowlens/collector/store"
@@ -168,6 +169,7 @@ func (a *App) serveAPI(ext http.Handler) error {
 	if ext != nil {
 		mux.Handle("/", ext)
 	}
+	console.Register(mux) // the web console at /console/, and "/" itself redirecting there
 	a.apiLn = ln
 	a.api = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
