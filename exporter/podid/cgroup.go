@@ -1,0 +1,129 @@
+package podid
+
+import (
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// CgroupRoot finds the cgroup v2 hierarchy, whose directory inodes are the cgroup ids the kernel
+// programs report: /sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a hybrid one (the v1
+// controllers' trees have inodes of their own, which must not be mistaken for v2 ids). Empty when the
+// host has none.
+func CgroupRoot(base string) string {
+	for _, dir := range []string{base, filepath.Join(base, "unified")} {
+		var st unix.Statfs_t
+		if unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			return dir
+		}
+	}
+	return ""
+}
+
+// PodUID is the UID of the pod a cgroup path belongs to, as the kubelet names its cgroups, or "":
+//
+//	systemd driver:  .../kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid, _ for ->.slice/cri-containerd-<id>.scope
+//	                 .../kubepods.slice/kubepods-pod<uid>.slice/...  (Guaranteed QoS; kind nests it in kubelet.slice)
+//	cgroupfs driver: .../kubepods/burstable/pod<uid>/<container id>, .../kubepods/pod<uid>/<container id>
+//
+// Every cgroup below a pod's (its containers', their sub-cgroups) belongs to it.
+func PodUID(path string) string {
+	inKubepods := false
+	for _, c := range strings.Split(path, "/") {
+		if c == "kubepods" {
+			inKubepods = true // the cgroupfs driver's root
+			continue
+		}
+		if unit, ok := strings.CutSuffix(c, ".slice"); ok {
+			parts := strings.Split(unit, "-")
+			if last := parts[len(parts)-1]; hasPart(parts, "kubepods") {
+				if uid, ok := strings.CutPrefix(last, "pod"); ok && validUID(uid) {
+					// systemd escapes the UID's dashes, which separate a slice's parents.
+					return strings.ReplaceAll(uid, "_", "-")
+				}
+			}
+			continue
+		}
+		if uid, ok := strings.CutPrefix(c, "pod"); ok && inKubepods && validUID(uid) {
+			return uid
+		}
+	}
+	return ""
+}
+
+func hasPart(parts []string, p string) bool {
+	for _, x := range parts[:len(parts)-1] {
+		if x == p {
+			return true
+		}
+	}
+	return false
+}
+
+// validUID accepts what pod UIDs look like: a UUID, or for static pods the hex hash the kubelet makes
+// of the manifest. Anything else ("podman", "pods") is not a pod's cgroup.
+func validUID(s string) bool {
+	if len(s) < 8 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// cgroups maps cgroup ids to pod UIDs. A miss re-reads the tree at most once a second, and an id the
+// fresh tree does not hold under a pod is remembered as "" (a host process's cgroup must not make every
+// later record walk the tree).
+type cgroups struct {
+	root string // "" when the host has no cgroup v2: every lookup misses
+
+	mu       sync.Mutex
+	uids     map[uint64]string
+	loadedAt time.Time
+	walks    int // tree walks so far, for tests
+}
+
+func (c *cgroups) podUID(id uint64) string {
+	if c.root == "" || id == 0 {
+		return ""
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	uid, ok := c.uids[id]
+	if !ok && c.reload() {
+		if uid, ok = c.uids[id]; !ok {
+			c.uids[id] = ""
+		}
+	}
+	return uid
+}
+
+func (c *cgroups) reload() bool {
+	if time.Since(c.loadedAt) < time.Second {
+		return false
+	}
+	c.loadedAt = time.Now()
+	c.walks++
+	c.uids = make(map[uint64]string, len(c.uids))
+	filepath.WalkDir(c.root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		if uid := PodUID(path[len(c.root):]); uid != "" {
+			var st syscall.Stat_t
+			if syscall.Stat(path, &st) == nil {
+				c.uids[st.Ino] = uid
+			}
+		}
+		return nil
+	})
+	return true
+}
