@@ -60,6 +60,12 @@ type Collector struct {
 	GRPCAddr  string `mapstructure:"grpc_addr"`
 	HTTPSURL  string `mapstructure:"https_url"`
 	Insecure  bool   `mapstructure:"insecure"`
+	// CAFile is the CA that signed the collector's certificate, for a collector whose certificate the
+	// sidecars' system roots do not trust (a cluster-internal CA). Its PEM goes into every sidecar's
+	// FLOWLENS_COLLECTOR_CA_PEM; the file is re-read when it changes.
+	CAFile string `mapstructure:"ca_file"`
+	// CAPEM is CAFile's content as of the admission being answered; the webhook fills it.
+	CAPEM string `mapstructure:"-"`
 }
 
 var options = []settings.Option{
@@ -81,6 +87,7 @@ var options = []settings.Option{
 	settings.O("collector.grpc_addr", "collector-grpc-addr", "", "collector gRPC address host:port"),
 	settings.O("collector.https_url", "collector-https-url", "", "collector HTTPS batch URL"),
 	settings.O("collector.insecure", "collector-insecure", false, "sidecars send gRPC without TLS"),
+	settings.O("collector.ca_file", "collector-ca-file", "", "CA of the collector's certificate, handed to sidecars (re-read on change)"),
 }
 
 // Load reads the configuration from args (without the program name), FLOWLENS_ environment variables

@@ -161,6 +161,9 @@ func Container(pod *corev1.Pod, cfg Config) (corev1.Container, error) {
 	if cfg.Collector.Insecure {
 		env = append(env, corev1.EnvVar{Name: "FLOWLENS_COLLECTOR_INSECURE", Value: "true"})
 	}
+	if cfg.Collector.CAPEM != "" {
+		env = append(env, corev1.EnvVar{Name: "FLOWLENS_COLLECTOR_CA_PEM", Value: cfg.Collector.CAPEM})
+	}
 	no, yes, root := false, true, int64(0)
 	var restart *corev1.ContainerRestartPolicy
 	if cfg.Sidecar.Native {

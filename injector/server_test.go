@@ -240,3 +240,107 @@ func TestLoad(t *testing.T) {
 		}
 	}
 }
+
+func TestCollectorCAHandedToSidecars(t *testing.T) {
+	dir, caDir := t.TempDir(), t.TempDir()
+	writeCert(t, dir, 1)
+	// The CA file as a Secret's ca.crt may come: with a key block beside the certificate, which must
+	// never reach a pod spec.
+	writeCert(t, caDir, 10)
+	caFile := filepath.Join(caDir, "ca.crt")
+	certPEM := func() string {
+		b, err := os.ReadFile(filepath.Join(caDir, "tls.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	writeCA := func(at time.Time) string {
+		crt := certPEM()
+		key, _ := os.ReadFile(filepath.Join(caDir, "tls.key"))
+		if err := os.WriteFile(caFile, append([]byte(crt), key...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(caFile, at, at); err != nil {
+			t.Fatal(err)
+		}
+		return crt
+	}
+	first := writeCA(time.Now().Add(-time.Minute))
+
+	cfg := testConfig()
+	cfg.CertFile, cfg.KeyFile, cfg.MetricsAddr = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), ""
+	cfg.Collector.CAFile = caFile
+	reg := prometheus.NewRegistry()
+	s, err := Start(cfg, zap.NewNop(), reg, reg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { s.Stop(context.Background()) })
+
+	// caEnv is the FLOWLENS_COLLECTOR_CA_PEM the injected sidecar gets.
+	caEnv := func() string {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}
+		r := review(t, s, PathNamespace, admissionv1.Create, pod)
+		var ops []struct {
+			Path  string          `json:"path"`
+			Value json.RawMessage `json:"value"`
+		}
+		if err := json.Unmarshal(r.Patch, &ops); err != nil {
+			t.Fatalf("patch %s: %v", r.Patch, err)
+		}
+		for _, op := range ops {
+			var c corev1.Container
+			if json.Unmarshal(op.Value, &c) != nil || c.Name != cfg.Sidecar.Name {
+				var cs []corev1.Container
+				if json.Unmarshal(op.Value, &cs) != nil || len(cs) == 0 || cs[0].Name != cfg.Sidecar.Name {
+					continue
+				}
+				c = cs[0]
+			}
+			for _, e := range c.Env {
+				if e.Name == "FLOWLENS_COLLECTOR_CA_PEM" {
+					return e.Value
+				}
+			}
+			t.Fatalf("sidecar env %v: no FLOWLENS_COLLECTOR_CA_PEM", c.Env)
+		}
+		t.Fatalf("patch %s: no sidecar", r.Patch)
+		return ""
+	}
+	if got := caEnv(); got != first || strings.Contains(got, "PRIVATE KEY") {
+		t.Fatalf("sidecar CA:\n%s\nwant exactly the certificate:\n%s", got, first)
+	}
+	// A rotated CA reaches the pods admitted after it.
+	writeCert(t, caDir, 11)
+	second := writeCA(time.Now())
+	if second == first {
+		t.Fatal("test bug: the rotated CA is the same")
+	}
+	if got := caEnv(); got != second {
+		t.Fatalf("after rotation, sidecar CA:\n%s\nwant:\n%s", got, second)
+	}
+	// A broken file keeps the previous CA in service.
+	if err := os.WriteFile(caFile, []byte("-----BEGIN CERTIFICATE-----\nnot base64\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Minute)
+	if err := os.Chtimes(caFile, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if got := caEnv(); got != second {
+		t.Fatalf("after a broken file, sidecar CA:\n%s\nwant the previous one", got)
+	}
+	caEnv()
+	if ok, bad := counter(reg, "flowlens_injector_ca_reloads_total", "ok"), counter(reg, "flowlens_injector_ca_reloads_total", "error"); ok != 1 || bad != 1 {
+		t.Errorf("CA reloads ok %v error %v, want 1 and 1", ok, bad)
+	}
+
+	// At start, a CA file without a certificate is refused with its name.
+	empty := filepath.Join(t.TempDir(), "empty.crt")
+	os.WriteFile(empty, []byte("nothing"), 0o600)
+	cfg.Collector.CAFile = empty
+	if _, err := Start(cfg, zap.NewNop(), prometheus.NewRegistry(), prometheus.NewRegistry()); err == nil || !strings.Contains(err.Error(), "empty.crt: no certificate") {
+		t.Fatalf("Start with an empty CA file: err %v", err)
+	}
+}

@@ -34,6 +34,7 @@ const maxReview = 4 << 20
 // Webhook answers AdmissionReviews for pods.
 type Webhook struct {
 	cfg        Config
+	ca         *CABundle // nil without collector.ca_file
 	log        *zap.Logger
 	admissions *prometheus.CounterVec
 }
@@ -49,6 +50,13 @@ func NewWebhook(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Webhoo
 	}
 	if err := reg.Register(w.admissions); err != nil {
 		return nil, fmt.Errorf("register admissions metric: %w", err)
+	}
+	if cfg.Collector.CAFile != "" {
+		ca, err := NewCABundle(cfg.Collector.CAFile, log, reg)
+		if err != nil {
+			return nil, err
+		}
+		w.ca = ca
 	}
 	return w, nil
 }
@@ -118,7 +126,11 @@ func (w *Webhook) admit(req *admissionv1.AdmissionRequest, nsEnabled bool) (*adm
 	if d != Inject {
 		return resp, d, nil
 	}
-	ops, err := Patch(&pod, w.cfg)
+	cfg := w.cfg
+	if w.ca != nil {
+		cfg.Collector.CAPEM = w.ca.PEM()
+	}
+	ops, err := Patch(&pod, cfg)
 	if err != nil {
 		return resp, Failed, err
 	}
