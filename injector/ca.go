@@ -29,15 +29,11 @@ type CABundle struct {
 
 // NewCABundle loads file once; a file that holds no certificate is an error at start.
 func NewCABundle(file string, log *zap.Logger, reg prometheus.Registerer) (*CABundle, error) {
-	b := &CABundle{file: file, log: log, reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "flowlens_injector_ca_reloads_total",
-		Help: "Reloads of the collector CA handed to sidecars after its file changed, by result (ok, error: the previous one is kept).",
-	}, []string{"result"})}
-	b.reloads.WithLabelValues("ok")
-	b.reloads.WithLabelValues("error")
-	if err := reg.Register(b.reloads); err != nil {
-		return nil, fmt.Errorf("register ca reload metric: %w", err)
+	reloads, err := reloadCounter(reg, "flowlens_injector_ca_reloads_total", "Collector CA (handed to sidecars)")
+	if err != nil {
+		return nil, err
 	}
+	b := &CABundle{file: file, log: log, reloads: reloads}
 	st, err := b.stat()
 	if err != nil {
 		return nil, err

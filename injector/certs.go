@@ -24,6 +24,20 @@ type CertReloader struct {
 	bad   [2]fileStamp // the files' state that last failed to load: not retried until they change again
 }
 
+// reloadCounter registers the counter of a file's reloads, by result.
+func reloadCounter(reg prometheus.Registerer, name, what string) (*prometheus.CounterVec, error) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: name,
+		Help: what + " reloads after its files changed, by result (ok, error: the previous one is kept).",
+	}, []string{"result"})
+	c.WithLabelValues("ok")
+	c.WithLabelValues("error")
+	if err := reg.Register(c); err != nil {
+		return nil, fmt.Errorf("register %s: %w", name, err)
+	}
+	return c, nil
+}
+
 type fileStamp struct {
 	mod  time.Time
 	size int64
@@ -31,16 +45,11 @@ type fileStamp struct {
 
 // NewCertReloader loads the pair once; a pair that does not load is an error at start.
 func NewCertReloader(certFile, keyFile string, log *zap.Logger, reg prometheus.Registerer) (*CertReloader, error) {
-	r := &CertReloader{certFile: certFile, keyFile: keyFile, log: log,
-		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "flowlens_injector_cert_reloads_total",
-			Help: "Serving certificate reloads after the files changed, by result (ok, error: the previous one is kept).",
-		}, []string{"result"})}
-	r.reloads.WithLabelValues("ok")
-	r.reloads.WithLabelValues("error")
-	if err := reg.Register(r.reloads); err != nil {
-		return nil, fmt.Errorf("register cert reload metric: %w", err)
+	reloads, err := reloadCounter(reg, "flowlens_injector_cert_reloads_total", "Serving certificate")
+	if err != nil {
+		return nil, err
 	}
+	r := &CertReloader{certFile: certFile, keyFile: keyFile, log: log, reloads: reloads}
 	st, err := r.stat()
 	if err != nil {
 		return nil, err
