@@ -19,6 +19,7 @@ import (
 
 	"github.com/flowlens/flowlens/collector/config"
 	"github.com/flowlens/flowlens/collector/console"
+	"github.com/flowlens/flowlens/collector/exporters"
 	"github.com/flowlens/flowlens/collector/pipeline"
 	"github.com/flowlens/flowlens/collector/server"
 	"github.com/flowlens/flowlens/collector/store"
@@ -37,6 +38,7 @@ type App struct {
 	api   *http.Server
 	apiLn net.Listener
 	ready atomic.Bool
+	fleet *exporters.Registry // the fleet view: exporters and ingest rates
 
 	stopPipe context.CancelFunc
 	closers  []func() error // closed last, in reverse order
@@ -118,10 +120,13 @@ func Start(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, gather
 	}
 	log.Info("store opened", zap.String("dir", cfg.DataDir), zap.Int("parked", len(pending)), zap.Int("batches_remembered", len(keys)))
 
+	if a.fleet, err = a.fleetView(reg); err != nil {
+		return nil, err
+	}
 	if err := a.serveAPI(ext); err != nil {
 		return nil, err
 	}
-	if a.srv, err = server.Start(cfg, log, reg, gatherer, a.pipe, dedup); err != nil {
+	if a.srv, err = server.Start(cfg, log, reg, gatherer, a.fleet.Sink(a.pipe), dedup); err != nil {
 		return nil, err
 	}
 	a.ready.Store(true)
@@ -166,6 +171,7 @@ func (a *App) serveAPI(ext http.Handler) error {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	a.fleet.Mount(mux)
 	if ext != nil {
 		mux.Handle("/", ext)
 	}

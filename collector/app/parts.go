@@ -9,9 +9,11 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/flowlens/flowlens/collector/api"
+	"github.com/flowlens/flowlens/collector/exporters"
 	"github.com/flowlens/flowlens/collector/fleet"
 	"github.com/flowlens/flowlens/collector/fleet/kafkaflows"
 	"github.com/flowlens/flowlens/collector/fleet/natsflows"
@@ -75,6 +77,25 @@ func (ss sharers) Share(claims []index.Claim) {
 	}
 }
 
+// storeFleetFlows runs a consumer that stores the other replicas' flows in this replica's store, until
+// the app closes.
+func (a *App) storeFleetFlows(js jetstream.JetStream, replica string, reg prometheus.Registerer) error {
+	c, err := natsflows.NewConsumer(js, natsflows.ConsumerConfig{Stream: a.cfg.NATS.FlowsStream, Origin: replica}, a.store, a.log, reg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := c.Run(ctx); err != nil {
+			a.log.Error("storing the fleet's flows", zap.Error(err))
+		}
+	}()
+	a.closers = append(a.closers, func() error { cancel(); <-done; return nil })
+	return nil
+}
+
 // startFleet connects the fleet outputs the config names: enriched flows to JetStream and Kafka, and
 // the ownership stream through which replicas share heartbeats. It waits until this replica has
 // replayed the ownership stream, so its first lookups already know what its peers learned.
@@ -91,11 +112,17 @@ func (a *App) startFleet(reg prometheus.Registerer) (fleetParts, error) {
 		}
 		a.closers = append(a.closers, func() error { return nc.Drain() })
 		ctx := context.Background()
-		pub, err := natsflows.New(ctx, js, natsflows.Config{StreamSettings: fleet.StreamSettings{Stream: a.cfg.NATS.FlowsStream}}, a.log, reg)
+		pub, err := natsflows.New(ctx, js, natsflows.Config{StreamSettings: fleet.StreamSettings{Stream: a.cfg.NATS.FlowsStream},
+			Origin: replica}, a.log, reg)
 		if err != nil {
 			return parts, err
 		}
 		parts.publishers = append(parts.publishers, pub)
+		if a.cfg.NATS.StoreFleetFlows {
+			if err := a.storeFleetFlows(js, replica, reg); err != nil {
+				return parts, err
+			}
+		}
 		sh, err := ownership.New(js, ownership.Config{Replica: replica,
 			StreamSettings: fleet.StreamSettings{Stream: a.cfg.NATS.OwnershipStream, MaxAge: a.cfg.Attribution.MaxAge}}, a.idx, a.log, reg)
 		if err != nil {
@@ -116,7 +143,8 @@ func (a *App) startFleet(reg prometheus.Registerer) (fleetParts, error) {
 		case <-done:
 			return parts, fmt.Errorf("ownership stream ended before it was replayed")
 		}
-		a.log.Info("fleet mode: NATS JetStream", zap.String("url", url), zap.String("replica", replica))
+		a.log.Info("fleet mode: NATS JetStream", zap.String("url", url), zap.String("replica", replica),
+			zap.Bool("store_fleet_flows", a.cfg.NATS.StoreFleetFlows))
 	}
 	if b := a.cfg.Kafka.Brokers; b != "" {
 		prod, err := kafkaflows.New(kafkaflows.Config{Brokers: strings.Split(b, ","), Topic: a.cfg.Kafka.Topic}, a.log, reg)
@@ -127,4 +155,13 @@ func (a *App) startFleet(reg prometheus.Registerer) (fleetParts, error) {
 		parts.publishers = append(parts.publishers, prod)
 	}
 	return parts, nil
+}
+
+// fleetView is the registry of the exporters sending here and of the ingest rates, reading the
+// pipeline's queue.
+func (a *App) fleetView(reg prometheus.Registerer) (*exporters.Registry, error) {
+	return exporters.New(exporters.Config{Queue: func() exporters.Queue {
+		st := a.pipe.Stats()
+		return exporters.Queue{Records: st.Queued, Capacity: a.cfg.QueueRecords, Parked: st.Parked}
+	}}, reg)
 }

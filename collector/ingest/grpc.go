@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -49,8 +52,14 @@ type Handler struct {
 	Prefer string
 }
 
-// Handle takes one wire batch that arrived over transport and says what to answer.
+// Handle takes one wire batch that arrived over transport now and says what to answer.
 func (h *Handler) Handle(ctx context.Context, transport string, b *flowv1.FlowBatch) *flowv1.BatchAck {
+	return h.HandleArrival(ctx, Arrival{Transport: transport, Bytes: proto.Size(b), At: time.Now()}, b)
+}
+
+// HandleArrival takes one wire batch that arrived as a says and says what to answer.
+func (h *Handler) HandleArrival(ctx context.Context, a Arrival, b *flowv1.FlowBatch) *flowv1.BatchAck {
+	transport := a.Transport
 	ack := &flowv1.BatchAck{Seq: b.GetSeq(), PreferredTransport: h.Prefer}
 	outcome := func(s flowv1.AckStatus, name, msg string) *flowv1.BatchAck {
 		h.Metrics.Batches.WithLabelValues(transport, name).Inc()
@@ -69,7 +78,7 @@ func (h *Handler) Handle(ctx context.Context, transport string, b *flowv1.FlowBa
 		// Not DUPLICATE: the store in progress may yet fail, and then only this resend would carry it.
 		return outcome(flowv1.AckStatus_ACK_STATUS_RETRY, "in_flight", "the same batch is being stored")
 	}
-	err = h.put(ctx, &Batch{ExporterID: b.ExporterId, Seq: b.Seq, Transport: transport, Records: records})
+	err = h.put(ctx, newBatch(b, records, a))
 	switch {
 	case err == nil:
 		h.Metrics.Records.WithLabelValues(transport).Add(float64(len(records)))
@@ -98,7 +107,8 @@ func (h *Handler) put(ctx context.Context, b *Batch) (err error) {
 // datagrams carry parts of one batch under one sequence number, so a claim would refuse the later parts.
 // A batch already stored over an acked transport is counted as a duplicate and not stored again. It
 // returns the records stored.
-func (h *Handler) Store(ctx context.Context, transport string, b *flowv1.FlowBatch) (int, error) {
+func (h *Handler) Store(ctx context.Context, a Arrival, b *flowv1.FlowBatch) (int, error) {
+	transport := a.Transport
 	records, err := wire.Records(b)
 	if err != nil {
 		h.Metrics.Batches.WithLabelValues(transport, "rejected").Inc()
@@ -109,7 +119,7 @@ func (h *Handler) Store(ctx context.Context, transport string, b *flowv1.FlowBat
 		h.Metrics.Batches.WithLabelValues(transport, "duplicate").Inc()
 		return 0, nil
 	}
-	if err := h.Sink.Put(ctx, &Batch{ExporterID: b.ExporterId, Seq: b.Seq, Transport: transport, Records: records}); err != nil {
+	if err := h.Sink.Put(ctx, newBatch(b, records, a)); err != nil {
 		h.Metrics.Batches.WithLabelValues(transport, "error").Inc()
 		return 0, err
 	}
@@ -143,7 +153,7 @@ func (g *GRPC) Register(srv *grpc.Server) {
 
 // NewGRPCServer makes a gRPC server with opts serving the ingest service.
 func NewGRPCServer(h *Handler, opts ...grpc.ServerOption) *grpc.Server {
-	srv := grpc.NewServer(append(opts, grpc.ForceServerCodecV2(Codec{}))...)
+	srv := grpc.NewServer(append(opts, grpc.ForceServerCodecV2(Codec{}), grpc.StatsHandler(wireSizes{}))...)
 	(&GRPC{H: h}).Register(srv)
 	return srv
 }
@@ -160,17 +170,45 @@ func (g *GRPC) send(stream grpc.ServerStream) error {
 			return err
 		}
 		var b flowv1.FlowBatch
+		size := raw.Len()
+		if ws, ok := stream.Context().Value(wireSizeKey{}).(*atomic.Int64); ok {
+			size = int(ws.Load()) // as it came, compressed: what the stats handler was told by RecvMsg
+		}
 		err = proto.Unmarshal(raw.Materialize(), &b)
 		raw.Free()
 		if err != nil {
 			g.H.Metrics.Batches.WithLabelValues("grpc", "malformed").Inc()
 			return status.Errorf(codes.InvalidArgument, "malformed batch: %v", err)
 		}
-		if err := stream.SendMsg(g.H.Handle(stream.Context(), "grpc", &b)); err != nil {
+		a := Arrival{Transport: "grpc", Bytes: size, At: time.Now()}
+		if err := stream.SendMsg(g.H.HandleArrival(stream.Context(), a, &b)); err != nil {
 			return err
 		}
 	}
 }
+
+// wireSizes keeps, per stream, the size of the message received last as it came over the wire
+// (compressed, with gRPC's framing): grpc-go tells it to stats handlers only, and the codec sees the
+// message decompressed. RecvMsg reports it before it returns, on the stream's own goroutine.
+type wireSizes struct{}
+
+type wireSizeKey struct{}
+
+func (wireSizes) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	return context.WithValue(ctx, wireSizeKey{}, new(atomic.Int64))
+}
+
+func (wireSizes) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if in, ok := s.(*stats.InPayload); ok {
+		if ws, ok := ctx.Value(wireSizeKey{}).(*atomic.Int64); ok {
+			ws.Store(int64(in.WireLength))
+		}
+	}
+}
+
+func (wireSizes) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+
+func (wireSizes) HandleConn(context.Context, stats.ConnStats) {}
 
 // Codec is the ingest server's codec: requests arrive as raw bytes, for the service to decode; replies
 // are protobuf messages.

@@ -76,7 +76,7 @@ func TestStoreSkipsBatchesStoredOverAckedTransports(t *testing.T) {
 	h := &Handler{Sink: sink, Dedup: NewDedup(10), Metrics: NewMetrics(prometheus.NewRegistry()), Log: zaptest.NewLogger(t)}
 	b := wire.NewBatch("e", 7, 1, flow.Workload{}, nil)
 	h.Handle(context.Background(), "grpc", b)
-	if n, err := h.Store(context.Background(), "udp", b); err != nil || n != 0 || sink.stored != 1 {
+	if n, err := h.Store(context.Background(), Arrival{Transport: "udp"}, b); err != nil || n != 0 || sink.stored != 1 {
 		t.Fatalf("resend over UDP: stored %d records (%v), sink %d; want 0 and 1", n, err, sink.stored)
 	}
 }

@@ -169,6 +169,9 @@ func (s *HTTPS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer func() { <-s.inFlight }()
 	default:
 		s.h.Metrics.Batches.WithLabelValues("https", "busy").Inc()
+		if rf, ok := s.h.Sink.(Refuser); ok {
+			rf.Refused("https")
+		}
 		w.Header().Set("Retry-After", s.retryAfter)
 		reply(http.StatusTooManyRequests, []byte("too many batches in flight\n"))
 		return
@@ -177,7 +180,7 @@ func (s *HTTPS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// its body. Not every ResponseWriter supports it (httptest's does not), which only loses the bound.
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.readTO))
 
-	b, err := s.decode(r)
+	b, size, err := s.decode(r)
 	if err != nil {
 		code, outcome := http.StatusBadRequest, "malformed"
 		switch {
@@ -194,7 +197,7 @@ func (s *HTTPS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	ack := s.h.Handle(r.Context(), "https", b)
+	ack := s.h.HandleArrival(r.Context(), Arrival{Transport: "https", Bytes: size, At: time.Now()}, b)
 	switch ack.Status {
 	case flowv1.AckStatus_ACK_STATUS_STORED, flowv1.AckStatus_ACK_STATUS_DUPLICATE:
 		body, err := proto.Marshal(ack)
@@ -213,32 +216,33 @@ func (s *HTTPS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// decode reads, decompresses and unmarshals the request's batch. It fails with errTooLarge or
-// errUnsupported (wrapped) for those answers, and with another error for input that is not a batch.
-func (s *HTTPS) decode(r *http.Request) (*flowv1.FlowBatch, error) {
+// decode reads, decompresses and unmarshals the request's batch, and returns it with the size of the
+// body as it came. It fails with errTooLarge or errUnsupported (wrapped) for those answers, and with
+// another error for input that is not a batch.
+func (s *HTTPS) decode(r *http.Request) (*flowv1.FlowBatch, int, error) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != ProtobufType {
-		return nil, fmt.Errorf("%w: content type %q, want %s", errUnsupported, r.Header.Get("Content-Type"), ProtobufType)
+		return nil, 0, fmt.Errorf("%w: content type %q, want %s", errUnsupported, r.Header.Get("Content-Type"), ProtobufType)
 	}
 	if r.ContentLength > s.max {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", errTooLarge, r.ContentLength, s.max)
+		return nil, 0, fmt.Errorf("%w: %d bytes, limit %d", errTooLarge, r.ContentLength, s.max)
 	}
 	raw := s.getBuf()
 	defer s.bufs.Put(raw)
 	if *raw, err = readLimited(*raw, r.Body, s.max); err != nil {
-		return nil, fmt.Errorf("read body: %w", err)
+		return nil, 0, fmt.Errorf("read body: %w", err)
 	}
 	payload, err := s.decompress(r.Header.Get("Content-Encoding"), *raw)
 	defer s.bufs.Put(payload)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	b := &flowv1.FlowBatch{}
 	// Unmarshal copies what it keeps, so both buffers go back to the pool afterwards.
 	if err := proto.Unmarshal(*payload, b); err != nil {
-		return nil, fmt.Errorf("malformed batch: %w", err)
+		return nil, 0, fmt.Errorf("malformed batch: %w", err)
 	}
-	return b, nil
+	return b, len(*raw), nil
 }
 
 // decompress undoes encoding on raw into a buffer from the pool, which the caller puts back even on

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -182,7 +183,7 @@ func (s *UDPServer) handle(d []byte, from netip.AddrPort) {
 		s.log.Debug("udp datagram dropped", zap.Stringer("from", from), zap.Error(err))
 		return
 	}
-	v, lost := s.seqs.see(b.ExporterId, seq, b.SendTime)
+	v, lost, missing := s.seqs.see(b.ExporterId, seq, b.SendTime)
 	if lost > 0 {
 		s.m.lost.Add(float64(lost))
 	}
@@ -198,7 +199,8 @@ func (s *UDPServer) handle(d []byte, from netip.AddrPort) {
 		s.log.Info("udp exporter restarted its sequence", zap.String("exporter", b.ExporterId), zap.Uint64("datagram", seq))
 	}
 	s.m.datagrams.Inc()
-	if _, err := s.h.Store(s.ctx, "udp", &b); err != nil {
+	a := Arrival{Transport: "udp", Bytes: len(d), At: time.Now(), LostDatagrams: missing}
+	if _, err := s.h.Store(s.ctx, a, &b); err != nil {
 		s.m.dropped.WithLabelValues("store").Inc()
 		s.log.Warn("store udp batch", zap.String("exporter", b.ExporterId), zap.Uint64("datagram", seq), zap.Error(err))
 	}
@@ -265,17 +267,22 @@ func newSeqTracker(limit int) *seqTracker {
 	return &seqTracker{limit: limit, byID: make(map[string]*list.Element)}
 }
 
-// see places datagram seq, sent at sendTime, of exporter id, and returns where it fell and how many
-// sequence numbers it newly showed to be lost.
+// see places datagram seq, sent at sendTime, of exporter id, and returns where it fell, how many
+// sequence numbers it newly showed to be lost, and how many of the exporter's are missing now.
 //
 // Sequence numbers restart at 1 when an exporter restarts. A low number (within the first window) at or
 // below the highest, with a send_time later than any seen, is therefore a restart, not a replay (a
 // replay carries its original, authenticated send_time) nor a late datagram (sent before the highest, so
 // not later): it starts the exporter over, its counts kept. This takes an exporter's send_time to rise
 // with its sequence numbers; a wall clock stepped back while datagrams are reordered can fool it.
-func (t *seqTracker) see(id string, seq uint64, sendTime int64) (seqVerdict, uint64) {
+func (t *seqTracker) see(id string, seq uint64, sendTime int64) (seqVerdict, uint64, uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	v, lost, e := t.place(id, seq, sendTime)
+	return v, lost, e.lost
+}
+
+func (t *seqTracker) place(id string, seq uint64, sendTime int64) (seqVerdict, uint64, *exporterSeqs) {
 	var e *exporterSeqs
 	if el := t.byID[id]; el != nil {
 		t.lru.MoveToFront(el)
@@ -286,7 +293,7 @@ func (t *seqTracker) see(id string, seq uint64, sendTime int64) (seqVerdict, uin
 		}
 		e = &exporterSeqs{id: id}
 		t.byID[id] = t.lru.PushFront(e)
-		return seqNext, e.start(seq, sendTime)
+		return seqNext, e.start(seq, sendTime), e
 	}
 	switch {
 	case seq > e.high:
@@ -296,20 +303,20 @@ func (t *seqTracker) see(id string, seq uint64, sendTime int64) (seqVerdict, uin
 		}
 		e.high, e.lost = seq, e.lost+lost
 		e.accept(seq, sendTime)
-		return seqNext, lost
+		return seqNext, lost, e
 	case seq <= seqWindow && sendTime > e.newest:
-		return seqRestart, e.start(seq, sendTime)
+		return seqRestart, e.start(seq, sendTime), e
 	case e.high-seq >= seqWindow:
-		return seqStale, 0
+		return seqStale, 0, e
 	case e.has(seq):
-		return seqDuplicate, 0
+		return seqDuplicate, 0, e
 	}
 	e.accept(seq, sendTime)
 	if seq <= e.floor {
-		return seqEarly, 0
+		return seqEarly, 0, e
 	}
 	e.lost--
-	return seqLate, 0
+	return seqLate, 0, e
 }
 
 // start begins tracking at seq. An exporter's numbers start at 1, so a first seq within the window is

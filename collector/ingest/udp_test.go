@@ -118,11 +118,11 @@ func TestSeqTracker(t *testing.T) {
 	} {
 		tr := newSeqTracker(10)
 		for i, s := range tc.steps {
-			v, newLost := tr.see("e", s.seq, s.at)
+			v, newLost, missing := tr.see("e", s.seq, s.at)
 			e := tr.get("e")
-			if v != s.want || newLost != s.newLost || e.lost != s.lost || e.received != s.received {
-				t.Errorf("%s, step %d (seq %d): %v, %d newly lost, %d lost, %d received; want %v, %d, %d, %d",
-					tc.name, i, s.seq, v, newLost, e.lost, e.received, s.want, s.newLost, s.lost, s.received)
+			if v != s.want || newLost != s.newLost || e.lost != s.lost || missing != s.lost || e.received != s.received {
+				t.Errorf("%s, step %d (seq %d): %v, %d newly lost, %d lost (%d said), %d received; want %v, %d, %d, %d",
+					tc.name, i, s.seq, v, newLost, e.lost, missing, e.received, s.want, s.newLost, s.lost, s.received)
 			}
 		}
 	}

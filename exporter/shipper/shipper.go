@@ -36,6 +36,7 @@ type Shipper struct {
 	sel      *transport.Selector
 	sender   *transport.Sender
 	drops    *prometheus.CounterVec
+	status   *status
 	stop     context.CancelFunc
 	done     chan struct{}
 	log      *zap.Logger
@@ -69,9 +70,10 @@ func New(cfg config.Collector, workload flow.Workload, drops *prometheus.Counter
 	}
 	bufferFull := drops.WithLabelValues("transport", "buffer_full")
 	s.buf = transport.NewBuffer(cfg.BufferBatches, cfg.BufferBytes, func(n int) { bufferFull.Add(float64(n)) })
+	s.status = &status{started: time.Now().UnixNano(), drops: drops, buf: s.buf, now: time.Now}
 	rejected := drops.WithLabelValues("transport", "rejected")
 	s.sender = &transport.Sender{Buf: s.buf, T: sel, Timeout: cfg.SendTimeout,
-		Rejected: func(n int) { rejected.Add(float64(n)) }, Log: log}
+		Rejected: func(n int) { rejected.Add(float64(n)) }, Stamp: s.status.stamp, Log: log}
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	go func() { defer close(s.done); s.sender.Run(ctx) }()
@@ -81,6 +83,13 @@ func New(cfg config.Collector, workload flow.Workload, drops *prometheus.Counter
 
 // Pin switches the transport at run time ("auto" hands the choice back to the policy).
 func (s *Shipper) Pin(name string) { s.sel.Pin(name) }
+
+// SetKernelDrops gives the shipper the kernel's drop counters (by reason, cumulative), which it reports
+// in each batch's status beside the drops of the exporter's drops family; it reads them at most once a
+// second. It may be called at any time, from any goroutine; until then kernel drops are not reported.
+func (s *Shipper) SetKernelDrops(read func() (map[string]uint64, error)) {
+	s.status.kernelRead.Store(&read)
+}
 
 // Write adds r to the batch being cut; a full batch goes to the buffer.
 func (s *Shipper) Write(r *flow.Record) error {

@@ -97,7 +97,8 @@ func (s *Selector) Name() string {
 	return s.current
 }
 
-// Send chooses a transport and sends b through it.
+// Send chooses a transport and sends b through it. When b has a status, Send writes the transport and
+// the reason for choosing it into it.
 func (s *Selector) Send(ctx context.Context, b *flowv1.FlowBatch) (flowv1.AckStatus, error) {
 	now := s.Now()
 	if s.health == nil {
@@ -111,6 +112,10 @@ func (s *Selector) Send(ctx context.Context, b *flowv1.FlowBatch) (flowv1.AckSta
 	t, ok := s.Transports[name]
 	if !ok {
 		return 0, fmt.Errorf("transport %q is not configured (configured: %v)", name, slices.Sorted(maps.Keys(s.Transports)))
+	}
+	if b.Status != nil {
+		// The batch tells the collector which transport carries it and why, for its fleet view.
+		b.Status.Transport, b.Status.TransportReason = name, reason
 	}
 	if name != s.current {
 		s.Log.Info("transport chosen", zap.String("from", s.current), zap.String("to", name), zap.String("reason", reason))

@@ -16,8 +16,11 @@ type Sender struct {
 	T        Transport
 	Timeout  time.Duration     // how long one batch may wait for its ack
 	Rejected func(records int) // records of batches the collector refused: never resent
-	Log      *zap.Logger
-	backoff  time.Duration
+	// Stamp, when set, is called with each batch just before each send of it, so that what the batch
+	// says of the exporter (its status) is as of when it leaves. It runs on the sending goroutine.
+	Stamp   func(b *flowv1.FlowBatch)
+	Log     *zap.Logger
+	backoff time.Duration
 }
 
 const (
@@ -43,6 +46,9 @@ func (s *Sender) Run(ctx context.Context) {
 
 // deliver sends b once and reports whether the collector answered for it for good.
 func (s *Sender) deliver(ctx context.Context, b *flowv1.FlowBatch) bool {
+	if s.Stamp != nil {
+		s.Stamp(b)
+	}
 	sctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	status, err := s.T.Send(sctx, b)
 	cancel()

@@ -28,7 +28,9 @@ type Datagram struct {
 type Splitter struct {
 	c     *Codec
 	max   int
-	shell []byte  // the batch without its records, marshalled
+	shell []byte  // the batch's fields but its records, marshalled: what the datagram being made carries
+	first []byte  // the shell of a batch's first datagram, with the exporter's status
+	rest  []byte  // the shell of its other datagrams: without the status, which the first one carried
 	recs  []byte  // every record of the batch as a records field (tag, length, message), back to back
 	ends  []int   // where each record ends in recs
 	plain []byte  // the payload being tried: shell and a run of records
@@ -48,14 +50,20 @@ func NewSplitter(c *Codec, maxDatagram int) (*Splitter, error) {
 }
 
 // Split seals b's records into as few datagrams as it finds, numbered firstSeq, firstSeq+1, ...; a batch
-// without records makes one datagram. A record that does not fit in a datagram on its own fails the
-// whole batch with ErrTooLarge, before any datagram is made.
+// without records makes one datagram. Every datagram carries the batch's fields, but only the first
+// carries its status: it is the exporter's, not the records', and a hundred bytes or so in each datagram
+// would cost some records' room. A record that does not fit in a datagram on its own fails the whole
+// batch with ErrTooLarge, before any datagram is made.
 func (s *Splitter) Split(b *flowv1.FlowBatch, firstSeq uint64) ([]Datagram, error) {
 	if err := s.marshal(b); err != nil {
 		return nil, err
 	}
 	s.out = s.out[:0]
+	s.shell = s.first
 	for i := 0; i < len(s.ends) || len(s.out) == 0; {
+		if len(s.out) == 1 {
+			s.shell = s.rest
+		}
 		var d Datagram
 		if len(s.out) < cap(s.out) {
 			d = s.out[:len(s.out)+1][len(s.out)] // reuse the backing array of the datagram made here before
@@ -70,12 +78,13 @@ func (s *Splitter) Split(b *flowv1.FlowBatch, firstSeq uint64) ([]Datagram, erro
 	return s.out, nil
 }
 
-// marshal encodes b's header fields and each of its records once; every try after only concatenates.
-// Protobuf fields may come in any order, and repeated ones in pieces, so shell + records parses as the
-// batch with those records.
+// marshal encodes b's header fields (with and without the status) and each of its records once; every
+// try after only concatenates. Protobuf fields may come in any order, and repeated ones in pieces, so
+// shell + records parses as the batch with those records.
 func (s *Splitter) marshal(b *flowv1.FlowBatch) error {
 	m := b.ProtoReflect()
-	recordsField := m.Descriptor().Fields().ByName("records")
+	fields := m.Descriptor().Fields()
+	recordsField, statusField := fields.ByName("records"), fields.ByName("status")
 	shell := m.New()
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		if fd != recordsField {
@@ -86,7 +95,11 @@ func (s *Splitter) marshal(b *flowv1.FlowBatch) error {
 	shell.SetUnknown(m.GetUnknown())
 	opts := proto.MarshalOptions{Deterministic: true}
 	var err error
-	if s.shell, err = opts.MarshalAppend(s.shell[:0], shell.Interface()); err != nil {
+	if s.first, err = opts.MarshalAppend(s.first[:0], shell.Interface()); err != nil {
+		return fmt.Errorf("marshal batch %d: %w", b.GetSeq(), err)
+	}
+	shell.Clear(statusField)
+	if s.rest, err = opts.MarshalAppend(s.rest[:0], shell.Interface()); err != nil {
 		return fmt.Errorf("marshal batch %d: %w", b.GetSeq(), err)
 	}
 	s.recs, s.ends = s.recs[:0], s.ends[:0]

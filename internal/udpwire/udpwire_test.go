@@ -83,8 +83,13 @@ func realistic(n int) []flow.Record {
 	return out
 }
 
+// batchOf is a batch of recs as the exporter sends it, with its status.
 func batchOf(recs []flow.Record) *flowv1.FlowBatch {
-	return wire.NewBatch("checkout-7d9f8c6b5-x2kqp", 7, recs[0].EndTime, sidecar, recs)
+	b := wire.NewBatch("checkout-7d9f8c6b5-x2kqp", 7, recs[0].EndTime, sidecar, recs)
+	b.Status = &flowv1.ExporterStatus{Transport: "udp", TransportReason: "high flow rate: 61234 flows/s",
+		StartedAt: recs[0].EndTime - 3600e9, QueuedRecords: 512,
+		Drops: map[string]uint64{"kernel/ringbuf_full": 17, "transport/buffer_full": 4096}}
+	return b
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -224,8 +229,12 @@ func TestSplit(t *testing.T) {
 		for round := range 2 { // the second round reuses every buffer of the first
 			parts := splitAll(t, c, s, b, uint64(1+round*10_000))
 			joined := proto.Clone(parts[0]).(*flowv1.FlowBatch)
-			for _, p := range parts[1:] {
+			for k, p := range parts[1:] {
 				joined.Records = append(joined.Records, p.Records...)
+				if p.Status != nil || p.ExporterId != b.ExporterId || p.SendTime != b.SendTime {
+					t.Fatalf("size %d: datagram %d: status %v, exporter %q, send time %d: want no status, the batch's fields",
+						size, k+1, p.Status, p.ExporterId, p.SendTime)
+				}
 			}
 			if !proto.Equal(joined, b) {
 				t.Fatalf("size %d: the datagrams do not add up to the batch", size)

@@ -584,16 +584,19 @@ func (x *FlowRecord) GetAttribution() Attribution {
 
 // FlowBatch is what an exporter sends: its identity once, a sequence number, and records.
 type FlowBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`                        // schema version, 1; a collector refuses versions it does not know
-	ExporterId    string                 `protobuf:"bytes,2,opt,name=exporter_id,json=exporterId,proto3" json:"exporter_id,omitempty"` // stable for the exporter's life: with seq, the key de-duplication uses
-	Seq           uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`                                // 1, 2, 3, ... per exporter; gaps on UDP count lost datagrams
-	SendTime      int64                  `protobuf:"varint,4,opt,name=send_time,json=sendTime,proto3" json:"send_time,omitempty"`      // Unix nanoseconds when the batch left
-	BaseTime      int64                  `protobuf:"varint,5,opt,name=base_time,json=baseTime,proto3" json:"base_time,omitempty"`      // Unix nanoseconds that the records' offsets count from
-	Workload      *Workload              `protobuf:"bytes,6,opt,name=workload,proto3" json:"workload,omitempty"`                       // the exporter's own workload: every record's local side unless overridden
-	Host          string                 `protobuf:"bytes,7,opt,name=host,proto3" json:"host,omitempty"`
-	Zone          string                 `protobuf:"bytes,8,opt,name=zone,proto3" json:"zone,omitempty"`
-	Records       []*FlowRecord          `protobuf:"bytes,9,rep,name=records,proto3" json:"records,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Version    uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`                        // schema version, 1; a collector refuses versions it does not know
+	ExporterId string                 `protobuf:"bytes,2,opt,name=exporter_id,json=exporterId,proto3" json:"exporter_id,omitempty"` // stable for the exporter's life: with seq, the key de-duplication uses
+	Seq        uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`                                // 1, 2, 3, ... per exporter; gaps on UDP count lost datagrams
+	SendTime   int64                  `protobuf:"varint,4,opt,name=send_time,json=sendTime,proto3" json:"send_time,omitempty"`      // Unix nanoseconds when the batch left
+	BaseTime   int64                  `protobuf:"varint,5,opt,name=base_time,json=baseTime,proto3" json:"base_time,omitempty"`      // Unix nanoseconds that the records' offsets count from
+	Workload   *Workload              `protobuf:"bytes,6,opt,name=workload,proto3" json:"workload,omitempty"`                       // the exporter's own workload: every record's local side unless overridden
+	Host       string                 `protobuf:"bytes,7,opt,name=host,proto3" json:"host,omitempty"`
+	Zone       string                 `protobuf:"bytes,8,opt,name=zone,proto3" json:"zone,omitempty"`
+	Records    []*FlowRecord          `protobuf:"bytes,9,rep,name=records,proto3" json:"records,omitempty"`
+	// status is the exporter's own health, for the collector's fleet view. Exporters before it send none,
+	// and a collector takes a batch without it. Over UDP only the first datagram of a batch carries it.
+	Status        *ExporterStatus `protobuf:"bytes,10,opt,name=status,proto3" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -691,6 +694,94 @@ func (x *FlowBatch) GetRecords() []*FlowRecord {
 	return nil
 }
 
+func (x *FlowBatch) GetStatus() *ExporterStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// ExporterStatus is what an exporter says of itself in each batch: a few fields, set when the batch leaves
+// (again at each resend), so they are as fresh as the batch.
+type ExporterStatus struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Transport       string                 `protobuf:"bytes,1,opt,name=transport,proto3" json:"transport,omitempty"`                                    // the transport this batch left on: grpc, https or udp
+	TransportReason string                 `protobuf:"bytes,2,opt,name=transport_reason,json=transportReason,proto3" json:"transport_reason,omitempty"` // why the exporter's selector chose it (exporter/transport.Choose)
+	StartedAt       int64                  `protobuf:"varint,3,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`                  // Unix nanoseconds when the exporter's shipper started
+	// drops are the exporter's cumulative dropped records since it started, by "stage/reason" (the labels of
+	// its flowlens_exporter_drops_total: kernel/ringbuf_full, queue/full, transport/buffer_full, ...).
+	// Reasons still at 0 are left out.
+	Drops         map[string]uint64 `protobuf:"bytes,4,rep,name=drops,proto3" json:"drops,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	QueuedRecords uint64            `protobuf:"varint,5,opt,name=queued_records,json=queuedRecords,proto3" json:"queued_records,omitempty"` // records waiting in the exporter's buffer behind this batch
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExporterStatus) Reset() {
+	*x = ExporterStatus{}
+	mi := &file_flowlens_flow_v1_flow_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExporterStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExporterStatus) ProtoMessage() {}
+
+func (x *ExporterStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_flowlens_flow_v1_flow_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExporterStatus.ProtoReflect.Descriptor instead.
+func (*ExporterStatus) Descriptor() ([]byte, []int) {
+	return file_flowlens_flow_v1_flow_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ExporterStatus) GetTransport() string {
+	if x != nil {
+		return x.Transport
+	}
+	return ""
+}
+
+func (x *ExporterStatus) GetTransportReason() string {
+	if x != nil {
+		return x.TransportReason
+	}
+	return ""
+}
+
+func (x *ExporterStatus) GetStartedAt() int64 {
+	if x != nil {
+		return x.StartedAt
+	}
+	return 0
+}
+
+func (x *ExporterStatus) GetDrops() map[string]uint64 {
+	if x != nil {
+		return x.Drops
+	}
+	return nil
+}
+
+func (x *ExporterStatus) GetQueuedRecords() uint64 {
+	if x != nil {
+		return x.QueuedRecords
+	}
+	return 0
+}
+
 // BatchAck answers one batch.
 type BatchAck struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
@@ -704,7 +795,7 @@ type BatchAck struct {
 
 func (x *BatchAck) Reset() {
 	*x = BatchAck{}
-	mi := &file_flowlens_flow_v1_flow_proto_msgTypes[3]
+	mi := &file_flowlens_flow_v1_flow_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +807,7 @@ func (x *BatchAck) String() string {
 func (*BatchAck) ProtoMessage() {}
 
 func (x *BatchAck) ProtoReflect() protoreflect.Message {
-	mi := &file_flowlens_flow_v1_flow_proto_msgTypes[3]
+	mi := &file_flowlens_flow_v1_flow_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +820,7 @@ func (x *BatchAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchAck.ProtoReflect.Descriptor instead.
 func (*BatchAck) Descriptor() ([]byte, []int) {
-	return file_flowlens_flow_v1_flow_proto_rawDescGZIP(), []int{3}
+	return file_flowlens_flow_v1_flow_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BatchAck) GetSeq() uint64 {
@@ -807,7 +898,7 @@ const file_flowlens_flow_v1_flow_proto_rawDesc = "" +
 	"\vpreexisting\x18\x16 \x01(\bR\vpreexisting\x12A\n" +
 	"\x0elocal_workload\x18\x17 \x01(\v2\x1a.flowlens.flow.v1.WorkloadR\rlocalWorkload\x12C\n" +
 	"\x0fremote_workload\x18\x18 \x01(\v2\x1a.flowlens.flow.v1.WorkloadR\x0eremoteWorkload\x12?\n" +
-	"\vattribution\x18\x19 \x01(\x0e2\x1d.flowlens.flow.v1.AttributionR\vattribution\"\xaa\x02\n" +
+	"\vattribution\x18\x19 \x01(\x0e2\x1d.flowlens.flow.v1.AttributionR\vattribution\"\xe4\x02\n" +
 	"\tFlowBatch\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1f\n" +
 	"\vexporter_id\x18\x02 \x01(\tR\n" +
@@ -818,7 +909,20 @@ const file_flowlens_flow_v1_flow_proto_rawDesc = "" +
 	"\bworkload\x18\x06 \x01(\v2\x1a.flowlens.flow.v1.WorkloadR\bworkload\x12\x12\n" +
 	"\x04host\x18\a \x01(\tR\x04host\x12\x12\n" +
 	"\x04zone\x18\b \x01(\tR\x04zone\x126\n" +
-	"\arecords\x18\t \x03(\v2\x1c.flowlens.flow.v1.FlowRecordR\arecords\"\x9c\x01\n" +
+	"\arecords\x18\t \x03(\v2\x1c.flowlens.flow.v1.FlowRecordR\arecords\x128\n" +
+	"\x06status\x18\n" +
+	" \x01(\v2 .flowlens.flow.v1.ExporterStatusR\x06status\"\x9c\x02\n" +
+	"\x0eExporterStatus\x12\x1c\n" +
+	"\ttransport\x18\x01 \x01(\tR\ttransport\x12)\n" +
+	"\x10transport_reason\x18\x02 \x01(\tR\x0ftransportReason\x12\x1d\n" +
+	"\n" +
+	"started_at\x18\x03 \x01(\x03R\tstartedAt\x12A\n" +
+	"\x05drops\x18\x04 \x03(\v2+.flowlens.flow.v1.ExporterStatus.DropsEntryR\x05drops\x12%\n" +
+	"\x0equeued_records\x18\x05 \x01(\x04R\rqueuedRecords\x1a8\n" +
+	"\n" +
+	"DropsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x9c\x01\n" +
 	"\bBatchAck\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x123\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1b.flowlens.flow.v1.AckStatusR\x06status\x12\x18\n" +
@@ -866,33 +970,37 @@ func file_flowlens_flow_v1_flow_proto_rawDescGZIP() []byte {
 }
 
 var file_flowlens_flow_v1_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_flowlens_flow_v1_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_flowlens_flow_v1_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_flowlens_flow_v1_flow_proto_goTypes = []any{
-	(Role)(0),          // 0: flowlens.flow.v1.Role
-	(Close)(0),         // 1: flowlens.flow.v1.Close
-	(Attribution)(0),   // 2: flowlens.flow.v1.Attribution
-	(AckStatus)(0),     // 3: flowlens.flow.v1.AckStatus
-	(*Workload)(nil),   // 4: flowlens.flow.v1.Workload
-	(*FlowRecord)(nil), // 5: flowlens.flow.v1.FlowRecord
-	(*FlowBatch)(nil),  // 6: flowlens.flow.v1.FlowBatch
-	(*BatchAck)(nil),   // 7: flowlens.flow.v1.BatchAck
+	(Role)(0),              // 0: flowlens.flow.v1.Role
+	(Close)(0),             // 1: flowlens.flow.v1.Close
+	(Attribution)(0),       // 2: flowlens.flow.v1.Attribution
+	(AckStatus)(0),         // 3: flowlens.flow.v1.AckStatus
+	(*Workload)(nil),       // 4: flowlens.flow.v1.Workload
+	(*FlowRecord)(nil),     // 5: flowlens.flow.v1.FlowRecord
+	(*FlowBatch)(nil),      // 6: flowlens.flow.v1.FlowBatch
+	(*ExporterStatus)(nil), // 7: flowlens.flow.v1.ExporterStatus
+	(*BatchAck)(nil),       // 8: flowlens.flow.v1.BatchAck
+	nil,                    // 9: flowlens.flow.v1.ExporterStatus.DropsEntry
 }
 var file_flowlens_flow_v1_flow_proto_depIdxs = []int32{
-	0, // 0: flowlens.flow.v1.FlowRecord.role:type_name -> flowlens.flow.v1.Role
-	1, // 1: flowlens.flow.v1.FlowRecord.close:type_name -> flowlens.flow.v1.Close
-	4, // 2: flowlens.flow.v1.FlowRecord.local_workload:type_name -> flowlens.flow.v1.Workload
-	4, // 3: flowlens.flow.v1.FlowRecord.remote_workload:type_name -> flowlens.flow.v1.Workload
-	2, // 4: flowlens.flow.v1.FlowRecord.attribution:type_name -> flowlens.flow.v1.Attribution
-	4, // 5: flowlens.flow.v1.FlowBatch.workload:type_name -> flowlens.flow.v1.Workload
-	5, // 6: flowlens.flow.v1.FlowBatch.records:type_name -> flowlens.flow.v1.FlowRecord
-	3, // 7: flowlens.flow.v1.BatchAck.status:type_name -> flowlens.flow.v1.AckStatus
-	6, // 8: flowlens.flow.v1.IngestService.Send:input_type -> flowlens.flow.v1.FlowBatch
-	7, // 9: flowlens.flow.v1.IngestService.Send:output_type -> flowlens.flow.v1.BatchAck
-	9, // [9:10] is the sub-list for method output_type
-	8, // [8:9] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	0,  // 0: flowlens.flow.v1.FlowRecord.role:type_name -> flowlens.flow.v1.Role
+	1,  // 1: flowlens.flow.v1.FlowRecord.close:type_name -> flowlens.flow.v1.Close
+	4,  // 2: flowlens.flow.v1.FlowRecord.local_workload:type_name -> flowlens.flow.v1.Workload
+	4,  // 3: flowlens.flow.v1.FlowRecord.remote_workload:type_name -> flowlens.flow.v1.Workload
+	2,  // 4: flowlens.flow.v1.FlowRecord.attribution:type_name -> flowlens.flow.v1.Attribution
+	4,  // 5: flowlens.flow.v1.FlowBatch.workload:type_name -> flowlens.flow.v1.Workload
+	5,  // 6: flowlens.flow.v1.FlowBatch.records:type_name -> flowlens.flow.v1.FlowRecord
+	7,  // 7: flowlens.flow.v1.FlowBatch.status:type_name -> flowlens.flow.v1.ExporterStatus
+	9,  // 8: flowlens.flow.v1.ExporterStatus.drops:type_name -> flowlens.flow.v1.ExporterStatus.DropsEntry
+	3,  // 9: flowlens.flow.v1.BatchAck.status:type_name -> flowlens.flow.v1.AckStatus
+	6,  // 10: flowlens.flow.v1.IngestService.Send:input_type -> flowlens.flow.v1.FlowBatch
+	8,  // 11: flowlens.flow.v1.IngestService.Send:output_type -> flowlens.flow.v1.BatchAck
+	11, // [11:12] is the sub-list for method output_type
+	10, // [10:11] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_flowlens_flow_v1_flow_proto_init() }
@@ -906,7 +1014,7 @@ func file_flowlens_flow_v1_flow_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flowlens_flow_v1_flow_proto_rawDesc), len(file_flowlens_flow_v1_flow_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
