@@ -18,10 +18,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flowlens/flowlens/exporter/capture"
-	"github.com/flowlens/flowlens/exporter/hostid"
 	"github.com/flowlens/flowlens/exporter/config"
 	"github.com/flowlens/flowlens/exporter/flowtable"
+	"github.com/flowlens/flowlens/exporter/hostid"
 	"github.com/flowlens/flowlens/exporter/metrics"
+	"github.com/flowlens/flowlens/exporter/podid"
 	"github.com/flowlens/flowlens/internal/flow"
 	"github.com/flowlens/flowlens/internal/output"
 )
@@ -36,7 +37,22 @@ const (
 	// drainTimeout bounds how long shutdown waits for the output to take what is queued (a stalled stdout
 	// must not hang the exporter); what it abandons is counted.
 	drainTimeout = 5 * time.Second
+	// podSyncTimeout bounds how long Start waits for the node's pod list (DaemonSet mode) before it
+	// captures: records of pods it lacks are named with what is known, and counted.
+	podSyncTimeout = 15 * time.Second
 )
+
+// Registry is where the agent registers its metrics and what its /metrics endpoint serves.
+type Registry interface {
+	prometheus.Registerer
+	prometheus.Gatherer
+}
+
+// namer names a record's local workload when one exporter speaks for many: *hostid.Namer (host scope)
+// and *podid.Namer (host scope on a Kubernetes node).
+type namer interface {
+	Workload(*flow.Record) flow.Workload
+}
 
 // Agent is a running exporter. Start it with Start; it runs until its context ends, then Wait returns.
 type Agent struct {
@@ -47,8 +63,9 @@ type Agent struct {
 	sink    output.Sink
 	http    *http.Server
 	// namer names each record's local workload in host scope when no workload name is configured: there
-	// one exporter speaks for every process of the machine.
-	namer *hostid.Namer
+	// one exporter speaks for every process of the machine. pods is set when it names pods.
+	namer namer
+	pods  *podid.Namer
 
 	// The queue to the output is bounded in records, not batches: queued counts the records in it, the
 	// reader adds before handing a batch over and the writer subtracts after writing one.
@@ -63,9 +80,24 @@ type Agent struct {
 
 // Start checks the machine, loads and attaches the programs and starts the goroutines. The agent stops
 // when ctx ends; Wait returns after the last record reached sink, or was counted as dropped.
-func Start(ctx context.Context, cfg config.Config, log *zap.Logger, m *metrics.Metrics, gatherer prometheus.Gatherer, sink output.Sink) (*Agent, error) {
+func Start(ctx context.Context, cfg config.Config, log *zap.Logger, m *metrics.Metrics, reg Registry, sink output.Sink) (*Agent, error) {
 	if err := capture.Preflight(""); err != nil {
 		return nil, err
+	}
+	var names namer
+	var pods *podid.Namer
+	if cfg.Scope == "host" && cfg.Workload.Name == "" {
+		own, err := capture.NetnsInode("")
+		if err != nil {
+			return nil, err
+		}
+		names = hostid.New(cfg.Workload, own)
+		if cfg.Kubernetes {
+			if pods, err = startPods(ctx, cfg, own, names, reg, log); err != nil {
+				return nil, err
+			}
+			names = pods
+		}
 	}
 	var netns uint32
 	if cfg.Scope == "netns" {
@@ -81,6 +113,9 @@ func Start(ctx context.Context, cfg config.Config, log *zap.Logger, m *metrics.M
 		RingBufferBytes: cfg.RingBufferBytes,
 	}, log)
 	if err != nil {
+		if pods != nil {
+			pods.Stop()
+		}
 		return nil, err
 	}
 	m.SetKernel(probe.Counters)
@@ -94,18 +129,15 @@ func Start(ctx context.Context, cfg config.Config, log *zap.Logger, m *metrics.M
 		queue: make(chan []flow.Record, cfg.QueueRecords),
 		free:  make(chan []flow.Record, freeBatches),
 		done:  make(chan struct{}),
-	}
-	if cfg.Scope == "host" && cfg.Workload.Name == "" {
-		own, err := capture.NetnsInode("")
-		if err != nil {
-			probe.Close()
-			return nil, err
-		}
-		a.namer = hostid.New(cfg.Workload, own)
+		namer: names,
+		pods:  pods,
 	}
 	if cfg.MetricsAddr != "" {
-		if err := a.serveMetrics(gatherer); err != nil {
+		if err := a.serveMetrics(reg); err != nil {
 			probe.Close()
+			if pods != nil {
+				pods.Stop()
+			}
 			return nil, err
 		}
 	}
@@ -113,6 +145,28 @@ func Start(ctx context.Context, cfg config.Config, log *zap.Logger, m *metrics.M
 	log.Info("flow-exporter running", zap.String("scope", cfg.Scope), zap.Uint32("netns", netns),
 		zap.Duration("flush_interval", cfg.FlushInterval), zap.String("output", cfg.Output))
 	return a, nil
+}
+
+// startPods starts DaemonSet mode's pod namer and waits, boundedly, for the node's pod list: the
+// records read right after the start would otherwise find no pods.
+func startPods(ctx context.Context, cfg config.Config, hostNetns uint32, host namer, reg Registry, log *zap.Logger) (*podid.Namer, error) {
+	client, err := podid.NewClient(cfg.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	pods, err := podid.New(client, podid.Config{Node: cfg.Workload.Node, Cluster: cfg.Workload.Cluster, HostNetns: hostNetns},
+		host, reg, log.With(zap.String("component", "podid")))
+	if err != nil {
+		return nil, err
+	}
+	pods.Start(ctx)
+	wctx, cancel := context.WithTimeout(ctx, podSyncTimeout)
+	defer cancel()
+	if !pods.WaitSynced(wctx) {
+		log.Warn("the node's pods are not listed yet: until they are, records are named by cgroup pod UID or as on a host",
+			zap.String("node", cfg.Workload.Node), zap.Duration("waited", podSyncTimeout))
+	}
+	return pods, nil
 }
 
 func (a *Agent) serveMetrics(gatherer prometheus.Gatherer) error {
@@ -169,6 +223,9 @@ func (a *Agent) run(ctx context.Context) {
 		hcancel()
 	}
 	a.probe.Close()
+	if a.pods != nil {
+		a.pods.Stop()
+	}
 	a.log.Info("flow-exporter stopped")
 	a.err = err
 	close(a.done)

@@ -52,7 +52,14 @@ type Config struct {
 	File string `mapstructure:"-"`
 	// Workload is the identity stamped on every record as local_workload. In a pod the injector sets it
 	// from the downward API (FLOWLENS_WORKLOAD_NAME, _NAMESPACE, _POD, _POD_UID, _NODE, _CLUSTER).
+	// Workload.Node defaults to $NODE_NAME, then (not with Kubernetes) the host name.
 	Workload flow.Workload `mapstructure:"workload"`
+	// Kubernetes names each record's local workload by its pod, for scope host on a Kubernetes node
+	// (DaemonSet mode): see exporter/podid. It watches the pods of node Workload.Node, which must be set
+	// (workload.node, or NODE_NAME from the downward API's spec.nodeName). Default false.
+	Kubernetes bool `mapstructure:"kubernetes"`
+	// Kubeconfig is the kubeconfig file for Kubernetes; empty: the pod's service account.
+	Kubeconfig string `mapstructure:"kubeconfig"`
 }
 
 // Collector is the delivery to flow-collector.
@@ -124,6 +131,8 @@ var options = []settings.Option{
 	settings.O("workload.pod_uid", "workload-pod-uid", "", "local pod UID"),
 	settings.O("workload.node", "workload-node", "", "node or host name (default: hostname)"),
 	settings.O("workload.cluster", "workload-cluster", "", "cluster name"),
+	settings.O("kubernetes", "kubernetes", false, "scope host on a Kubernetes node: name each record's local workload by its pod"),
+	settings.O("kubeconfig", "kubeconfig", "", "kubeconfig for --kubernetes (default: the pod's service account)"),
 }
 
 // Load reads the configuration from args (without the program name), the environment and the file
@@ -172,6 +181,11 @@ func (c *Config) applyDefaults() {
 		}
 	}
 	if c.Workload.Node == "" {
+		c.Workload.Node = os.Getenv("NODE_NAME")
+	}
+	// With Kubernetes the node name selects the pods to watch: a host name that differs from the node's
+	// name would silently watch none, so it must be given.
+	if c.Workload.Node == "" && !c.Kubernetes {
 		c.Workload.Node, _ = os.Hostname()
 	}
 	if c.Collector.ExporterID == "" {
@@ -193,6 +207,11 @@ func (c Config) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("scope %q: want netns or host", c.Scope))
+	}
+	if c.Kubernetes {
+		errs = append(errs, c.validateKubernetes()...)
+	} else if c.Kubeconfig != "" {
+		errs = append(errs, errors.New("kubeconfig: only with kubernetes"))
 	}
 	switch c.Output {
 	case "stdout", "discard":
@@ -222,6 +241,27 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel))
 	}
 	return errors.Join(errs...)
+}
+
+func (c Config) validateKubernetes() []error {
+	var errs []error
+	if c.Scope != "host" {
+		errs = append(errs, errors.New("kubernetes: needs scope host (a sidecar's workload comes from its pod's downward API)"))
+	}
+	if c.Workload.Node == "" {
+		errs = append(errs, errors.New("kubernetes: the node name is unknown: set workload.node or NODE_NAME (downward API spec.nodeName)"))
+	}
+	w := c.Workload
+	if w.Name != "" || w.Namespace != "" || w.Pod != "" || w.PodUID != "" {
+		errs = append(errs, errors.New("kubernetes: workload name, namespace, pod and pod_uid name one workload for every record; "+
+			"with kubernetes each record's pod is named: leave them unset"))
+	}
+	if c.Kubeconfig != "" {
+		if _, err := os.Stat(c.Kubeconfig); err != nil {
+			errs = append(errs, fmt.Errorf("kubeconfig: %w", err))
+		}
+	}
+	return errs
 }
 
 // Watch calls onChange with the configuration loaded again from args whenever the file it names changes,

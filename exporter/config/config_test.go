@@ -99,3 +99,53 @@ func TestWatch(t *testing.T) {
 		t.Fatal("a broken edit came without an error")
 	}
 }
+
+// TestKubernetes: DaemonSet mode's settings, the node name from NODE_NAME, and what it refuses.
+func TestKubernetes(t *testing.T) {
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte("apiVersion: v1\nkind: Config\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NODE_NAME", "")
+	tests := []struct {
+		name     string
+		nodeEnv  string
+		args     []string
+		want     string // substring of the error; "" for valid
+		wantNode string
+	}{
+		{"node from NODE_NAME", "node-a", []string{"--scope", "host", "--kubernetes"}, "", "node-a"},
+		{"workload.node over NODE_NAME", "node-a", []string{"--scope", "host", "--kubernetes", "--workload-node", "node-b"}, "", "node-b"},
+		{"kubeconfig", "node-a", []string{"--scope", "host", "--kubernetes", "--kubeconfig", kubeconfig}, "", "node-a"},
+		{"no node name: the host name is not guessed", "", []string{"--scope", "host", "--kubernetes"}, "node name is unknown", ""},
+		{"scope netns", "node-a", []string{"--kubernetes"}, "needs scope host", ""},
+		{"one workload for all", "node-a", []string{"--scope", "host", "--kubernetes", "--workload-name", "x"}, "leave them unset", ""},
+		{"missing kubeconfig", "node-a", []string{"--scope", "host", "--kubernetes", "--kubeconfig", kubeconfig + ".none"}, "kubeconfig: stat", ""},
+		{"kubeconfig without kubernetes", "node-a", []string{"--scope", "host", "--kubeconfig", kubeconfig}, "only with kubernetes", ""},
+		{"without kubernetes NODE_NAME still names the node", "node-c", []string{"--scope", "host"}, "", "node-c"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("NODE_NAME", tt.nodeEnv)
+			c, err := Load(tt.args)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("unexpected error %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("error %v, want one containing %q", err, tt.want)
+			case tt.want == "" && c.Workload.Node != tt.wantNode:
+				t.Errorf("node %q, want %q", c.Workload.Node, tt.wantNode)
+			}
+		})
+	}
+	c, err := Load([]string{"--scope", "host", "--kubernetes", "--workload-node", "n", "--kubeconfig", kubeconfig})
+	if err != nil || !c.Kubernetes || c.Kubeconfig != kubeconfig {
+		t.Errorf("kubernetes %v kubeconfig %q err %v", c.Kubernetes, c.Kubeconfig, err)
+	}
+	t.Setenv("FLOWLENS_KUBERNETES", "true")
+	t.Setenv("FLOWLENS_SCOPE", "host")
+	t.Setenv("NODE_NAME", "node-env")
+	if c, err := Load(nil); err != nil || !c.Kubernetes || c.Workload.Node != "node-env" {
+		t.Errorf("from the environment: kubernetes %v node %q err %v", c.Kubernetes, c.Workload.Node, err)
+	}
+}
