@@ -77,6 +77,10 @@ type NATS struct {
 	URL             string `mapstructure:"url"`
 	FlowsStream     string `mapstructure:"flows_stream"`
 	OwnershipStream string `mapstructure:"ownership_stream"`
+	// StoreFleetFlows makes this replica also store the flows the other replicas publish, so that its
+	// query API and console answer for the whole fleet. Default true; turn it off where something else
+	// answers fleet-wide queries and each replica's store may hold only its own exporters' flows.
+	StoreFleetFlows bool `mapstructure:"store_fleet_flows"`
 }
 
 // Kafka configures the optional Kafka output.
@@ -112,6 +116,7 @@ var options = []settings.Option{
 	settings.O("nats.url", "nats-url", "", "NATS server for fleet mode (empty: off)"),
 	settings.O("nats.flows_stream", "nats-flows-stream", "FLOWLENS_FLOWS", "JetStream stream of enriched flows"),
 	settings.O("nats.ownership_stream", "nats-ownership-stream", "FLOWLENS_OWNERSHIP", "JetStream stream of ownership claims"),
+	settings.O("nats.store_fleet_flows", "nats-store-fleet-flows", true, "also store the flows other replicas publish (complete fleet-wide queries)"),
 	settings.O("kafka.brokers", "kafka-brokers", "", "Kafka brokers, comma-separated (empty: off)"),
 	settings.O("kafka.topic", "kafka-topic", "flowlens-flows", "Kafka topic for enriched flows"),
 	settings.O("metrics_addr", "metrics-addr", "127.0.0.1:9478", "address for /metrics (empty: off)"),

@@ -135,6 +135,9 @@ func schema() []string {
   deadline BIGINT NOT NULL,
   ` + columnDefs(flowColumns) + `)`,
 		`CREATE TABLE IF NOT EXISTS batches (exporter_id VARCHAR NOT NULL, seq UBIGINT NOT NULL, stored_at BIGINT NOT NULL)`,
+		// How far into each shared stream this store has stored (package natsflows' Consumer): advanced
+		// in the transaction that stores the messages, so a restart resumes exactly after them.
+		`CREATE TABLE IF NOT EXISTS stream_cursors (stream VARCHAR PRIMARY KEY, seq UBIGINT NOT NULL)`,
 		`CREATE OR REPLACE VIEW flow_records AS ` + recordSelect(`SELECT * FROM flows`),
 	}
 }

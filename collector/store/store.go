@@ -77,6 +77,13 @@ type Write struct {
 	Pending  []Pending       // records parked while their remote IP has no owner yet
 	Resolved []PendingKey    // pending records that this write stores in Flows: deleted from pending
 	Batches  []BatchKey      // batches this write completes
+	Cursor   *Cursor         // a stream position this write reaches, or nil
+}
+
+// Cursor is a position in a shared stream: the sequence number of the last message stored.
+type Cursor struct {
+	Stream string
+	Seq    uint64
 }
 
 // Store is an open flow store.
@@ -279,6 +286,20 @@ func (s *Store) Pending(ctx context.Context) ([]Pending, error) {
 		return nil, fmt.Errorf("read pending: %w", err)
 	}
 	return out, nil
+}
+
+// StreamCursor is the sequence number of the last message of stream that a write stored; 0 if none.
+func (s *Store) StreamCursor(ctx context.Context, stream string) (uint64, error) {
+	var seq uint64
+	err := s.db.QueryRowContext(ctx, `SELECT seq FROM stream_cursors WHERE stream = ?`, stream).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		s.m.errors.WithLabelValues("cursor").Inc()
+		return 0, fmt.Errorf("read stream cursor %s: %w", stream, err)
+	}
+	return seq, nil
 }
 
 // RecentBatches returns the keys of the batches stored at or after since.

@@ -339,6 +339,12 @@ func (s *Store) commit(ctx context.Context, w Write, p *plan) (resolved int64, e
 			return 0, err
 		}
 	}
+	if w.Cursor != nil {
+		if _, err := c.ExecContext(ctx, `INSERT INTO stream_cursors VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq`,
+			w.Cursor.Stream, w.Cursor.Seq); err != nil {
+			return 0, fmt.Errorf("stream cursor: %w", err)
+		}
+	}
 	if len(p.dirty) > 0 {
 		if _, err := c.ExecContext(ctx, `INSERT INTO dirty_minutes SELECT unnest([`+intList(p.dirty)+`])`); err != nil {
 			return 0, fmt.Errorf("mark rolled-up minutes: %w", err)

@@ -33,7 +33,13 @@ type Config struct {
 	MaxMessageBytes int `mapstructure:"max_message_bytes"`
 	// Timeout bounds one Publish whose context has no deadline. Default 10s.
 	Timeout time.Duration `mapstructure:"timeout"`
+	// Origin names the publishing replica in each message's OriginHeader, so that a replica that
+	// stores the stream (Consumer) skips the flows it stored itself.
+	Origin string `mapstructure:"-"`
 }
+
+// OriginHeader names the collector replica that published a message.
+const OriginHeader = "Flowlens-Origin"
 
 func (c Config) withDefaults() Config {
 	c.StreamSettings = c.StreamSettings.WithDefaults("FLOWLENS_FLOWS", "flowlens.flows")
@@ -118,6 +124,9 @@ func (p *Publisher) Publish(ctx context.Context, recs []flow.Enriched) error {
 		for _, msg := range fleet.Encode(g.Exporter, g.Key, g.Records, limit) {
 			total++
 			m := &nats.Msg{Subject: g.Key, Data: msg.Data, Header: nats.Header{fleet.SchemaHeader: []string{fleet.Schema}}}
+			if p.cfg.Origin != "" {
+				m.Header.Set(OriginHeader, p.cfg.Origin)
+			}
 			f, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(msg.ID), jetstream.WithExpectStream(p.cfg.Stream))
 			if err != nil {
 				fail(msg.Records, fmt.Errorf("publish to %s: %w", g.Key, err))
