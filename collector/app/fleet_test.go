@@ -75,7 +75,7 @@ func TestFleetReplicasShareOwnership(t *testing.T) {
 			"--attribution-deadline", "10s"}
 	}
 	addrA, addrB := freeAddr(t), freeAddr(t)
-	colA := startCollector(t, t.TempDir(), addrA, fleetArgs("a")...)
+	colA, regA := startCollectorReg(t, t.TempDir(), addrA, fleetArgs("a")...)
 	defer stopCollector(colA)
 	colB := startCollector(t, t.TempDir(), addrB, fleetArgs("b")...)
 	defer stopCollector(colB)
@@ -101,6 +101,23 @@ func TestFleetReplicasShareOwnership(t *testing.T) {
 	})
 	if got.RemoteWorkload != db || got.Attribution != flow.AttributionHeartbeat || got.LocalWorkload != web || got.BytesSent != 123 {
 		t.Fatalf("replica A stored %+v by %v, want web -> db by HEARTBEAT", got.RemoteWorkload, got.Attribution)
+	}
+
+	client := flow.RoleClient
+	// Replica B stores it too, from the flows stream (nats.store_fleet_flows), so either replica's
+	// query API answers for the fleet; A, which published it, does not store it a second time.
+	waitFor(t, "replica B to store web's flow from the stream", 15*time.Second, func() bool {
+		return len(flows(t, colB, store.FlowQuery{Port: 5432, Role: &client})) == 1
+	})
+	if fb := flows(t, colB, store.FlowQuery{Port: 5432, Role: &client}); fb[0].Record != got.Record ||
+		fb[0].RemoteWorkload != db || fb[0].Attribution != flow.AttributionHeartbeat || fb[0].ExporterID != got.ExporterID {
+		t.Fatalf("replica B stored %+v, want A's %+v", fb[0], got)
+	}
+	waitFor(t, "replica A to read its own message back", 15*time.Second, func() bool {
+		return counterSum(t, regA, "flowlens_nats_flows_consumed_messages_total") >= 1
+	})
+	if fs := flows(t, colA, store.FlowQuery{Port: 5432, Role: &client}); len(fs) != 1 {
+		t.Fatalf("replica A holds web's flow %d times, want once", len(fs))
 	}
 
 	// The enriched flow is in JetStream, on the subject of its local cluster and namespace.
