@@ -154,3 +154,39 @@ func TestCgroupLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestSelectorStampsStatus: a batch with a status leaves saying which transport carries it and why; one
+// without gets none.
+func TestSelectorStampsStatus(t *testing.T) {
+	g, h := &scripted{name: "grpc"}, &scripted{name: "https"}
+	m, err := NewSelectorMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Selector{Transports: map[string]Transport{"grpc": g, "https": h}, FailAfter: 1, Probe: time.Minute,
+		Metrics: m, Log: zap.NewNop(), Now: time.Now}
+	send := func() *flowv1.ExporterStatus {
+		b := &flowv1.FlowBatch{Status: &flowv1.ExporterStatus{Transport: "stale", QueuedRecords: 3}}
+		s.Send(context.Background(), b)
+		return b.Status
+	}
+	if st := send(); st.Transport != "grpc" || st.TransportReason != "the most reliable transport that works" || st.QueuedRecords != 3 {
+		t.Errorf("auto: %v", st)
+	}
+	g.down = true
+	if st := send(); st.Transport != "grpc" { // the failed attempt went over gRPC, and says so
+		t.Errorf("failing gRPC: %v", st)
+	}
+	if st := send(); st.Transport != "https" || st.TransportReason != "the most reliable transport that works" {
+		t.Errorf("gRPC demoted: %v", st)
+	}
+	s.Pin("https")
+	if st := send(); st.Transport != "https" || st.TransportReason != "pinned in the config" {
+		t.Errorf("pinned: %v", st)
+	}
+	b := &flowv1.FlowBatch{}
+	s.Send(context.Background(), b)
+	if b.Status != nil {
+		t.Errorf("a batch without status got %v", b.Status)
+	}
+}
