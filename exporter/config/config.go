@@ -78,6 +78,9 @@ type Collector struct {
 	// CAFile verifies the collector's certificate (default: the system roots). CertFile and KeyFile are the
 	// exporter's client certificate, for collectors that require mTLS.
 	CAFile   string `mapstructure:"ca_file"`
+	// CAPEM is the same CA as text, for sidecars: flowlens-injector hands it to them in
+	// FLOWLENS_COLLECTOR_CA_PEM, as no Secret of the collector's namespace can be mounted in theirs.
+	CAPEM    string `mapstructure:"ca_pem"`
 	CertFile string `mapstructure:"cert_file"`
 	KeyFile  string `mapstructure:"key_file"`
 	// Insecure sends gRPC without TLS: for a collector on loopback only.
@@ -108,6 +111,7 @@ var options = []settings.Option{
 	settings.O("collector.udp_addr", "collector-udp-addr", "", "collector UDP address host:port"),
 	settings.O("collector.udp_key_file", "collector-udp-key-file", "", "file with the UDP HMAC key"),
 	settings.O("collector.ca_file", "collector-ca-file", "", "CA that signed the collector's certificate"),
+	settings.O("collector.ca_pem", "collector-ca-pem", "", "the same CA as PEM text (set by flowlens-injector)"),
 	settings.O("collector.cert_file", "collector-cert-file", "", "client certificate for mTLS"),
 	settings.O("collector.key_file", "collector-key-file", "", "client key for mTLS"),
 	settings.O("collector.insecure", "collector-insecure", false, "gRPC without TLS (loopback only)"),
@@ -160,6 +164,9 @@ func (c Collector) validate() []error {
 	}
 	if c.UDPAddr != "" && c.UDPKeyFile == "" {
 		errs = append(errs, errors.New("collector.udp_addr needs collector.udp_key_file: datagrams are signed"))
+	}
+	if c.CAFile != "" && c.CAPEM != "" {
+		errs = append(errs, errors.New("collector.ca_file and collector.ca_pem: set one"))
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		errs = append(errs, errors.New("collector.cert_file and key_file go together"))

@@ -186,18 +186,22 @@ func dial(cfg config.Collector, drops *prometheus.CounterVec, log *zap.Logger) (
 	return out, nil
 }
 
-// clientTLS is the exporter's TLS: the collector verified against CAFile (or the system roots), and the
+// clientTLS is the exporter's TLS: the collector verified against CAFile or CAPEM (or the system roots), and the
 // exporter's own certificate when CertFile is set (mTLS).
 func clientTLS(cfg config.Collector) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS13}
+	pem, from := []byte(cfg.CAPEM), "collector.ca_pem"
 	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
+		var err error
+		if pem, err = os.ReadFile(cfg.CAFile); err != nil {
 			return nil, fmt.Errorf("collector CA: %w", err)
 		}
+		from = cfg.CAFile
+	}
+	if len(pem) > 0 {
 		tc.RootCAs = x509.NewCertPool()
 		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("collector CA %s: no certificate in it", cfg.CAFile)
+			return nil, fmt.Errorf("collector CA %s: no certificate in it", from)
 		}
 	}
 	if cfg.CertFile != "" {
