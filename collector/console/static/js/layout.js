@@ -10,6 +10,10 @@ const GAP_Y = 30;
 const PAD = 16; // inside a namespace box
 const HEAD = 26; // the namespace's label
 const BOX_GAP = 36; // between namespace boxes
+// Edges between distant workloads arc away from the straight line (see edgePath) by up to
+// MAX_BEND / 2; the margin keeps the arcs of the outer rows inside the drawing.
+const MAX_BEND = 200;
+const MARGIN = MAX_BEND / 2;
 
 // nodeKey identifies a graph node as the API does: name, namespace and cluster.
 export function nodeKey(n) {
@@ -18,7 +22,7 @@ export function nodeKey(n) {
 
 // groupOf names the box a node goes in. The unowned node (all fields empty) gets its own box.
 function groupOf(n) {
-  if (!n.name && !n.namespace && !n.cluster) return { key: '\u0001unknown', label: 'unknown owner', namespace: '', cluster: '' };
+  if (!n.name && !n.namespace && !n.cluster) return { key: '\uffffunknown', label: 'unknown owner', namespace: '', cluster: '' };
   return { key: `${n.cluster}\u0000${n.namespace}`, label: n.namespace || '(no namespace)', namespace: n.namespace, cluster: n.cluster };
 }
 
@@ -37,7 +41,7 @@ export function layout(nodes, maxWidth = 1400) {
   const boxes = [...groups.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const pos = new Map();
   let x = BOX_GAP / 2;
-  let y = BOX_GAP / 2;
+  let y = MARGIN;
   let rowH = 0;
   let width = 0;
   for (const b of boxes) {
@@ -69,11 +73,13 @@ export function layout(nodes, maxWidth = 1400) {
     rowH = Math.max(rowH, b.h);
     width = Math.max(width, x);
   }
-  return { boxes, pos, width: Math.max(width, 200), height: y + rowH + BOX_GAP / 2 };
+  return { boxes, pos, width: Math.max(width, 200), height: y + rowH + MARGIN };
 }
 
-// edgePath is the SVG path of an edge from box a to box b: a gentle curve (so a -> b and b -> a do not
-// overlap) from a's border to b's, or a loop over a for a workload talking to itself.
+// edgePath is the SVG path of an edge from box a to box b: a curve from a's border to b's, or a loop
+// over a for a workload talking to itself. The curve bends to the left of its direction, so a -> b and
+// b -> a never overlap, and bends more the longer it is, so an edge between distant workloads of one
+// row arcs over (or under) the workloads between them instead of running through them.
 export function edgePath(a, b) {
   if (a === b) {
     const x = a.x + a.w / 2;
@@ -85,7 +91,7 @@ export function edgePath(a, b) {
   // The control point sits off the middle, to the left of the direction of travel.
   const dx = tx - sx, dy = ty - sy;
   const len = Math.hypot(dx, dy) || 1;
-  const bend = Math.min(40, len / 6);
+  const bend = Math.min(MAX_BEND, len * 0.3);
   const cx = (sx + tx) / 2 - (dy / len) * bend, cy = (sy + ty) / 2 + (dx / len) * bend;
   return `M ${r(sx)} ${r(sy)} Q ${r(cx)} ${r(cy)} ${r(tx)} ${r(ty)}`;
 }
