@@ -74,6 +74,7 @@ function draw() {
   const by = metric();
   const th = thresholds();
   const L = layout(deps.nodes);
+  map.dataset.layoutMs = (performance.now() - t0).toFixed(1);
   map.replaceChildren();
   map.setAttribute('width', L.width);
   map.setAttribute('height', L.height);
