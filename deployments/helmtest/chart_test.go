@@ -3,6 +3,7 @@ package helmtest
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -52,8 +53,7 @@ func TestDefaultRender(t *testing.T) {
 		"ClusterRole/flowlens-sonar", "ClusterRoleBinding/flowlens-sonar",
 		"Service/flow-collector", "Service/flowlens-injector", "Service/flowlens-sonar",
 		"Deployment/flow-collector", "Deployment/flowlens-injector", "Deployment/flowlens-sonar",
-		"HorizontalPodAutoscaler/flow-collector",
-		"PodDisruptionBudget/flow-collector", "PodDisruptionBudget/flowlens-injector",
+		"PodDisruptionBudget/flowlens-injector",
 		"MutatingWebhookConfiguration/flowlens-injector",
 	}
 	got := names(objs)
@@ -106,6 +106,37 @@ func TestDefaultRender(t *testing.T) {
 	s := loadWith(t, se, sonarconfig.Load)
 	if s.GRPCAddr != ":9491" || s.HTTPAddr != ":9492" || !s.InCluster || s.DataDir != "/data" {
 		t.Errorf("sonar config from the chart's env %v:\n%+v", se, s)
+	}
+}
+
+// Several collector replicas answer queries completely only in fleet mode (each stores its peers' flows
+// from the flows stream): the chart renders the HPA and the PDB there and refuses them without it.
+func TestCollectorScalesOnlyInFleetMode(t *testing.T) {
+	d := find(t, render(t), "Deployment", "flow-collector")
+	if n, _, _ := unstructured.NestedInt64(d.Object, "spec", "replicas"); n != 1 {
+		t.Errorf("default collector replicas %d, want 1", n)
+	}
+	for _, set := range [][]string{{"collector.hpa.enabled=true"}, {"collector.replicas=2"}} {
+		args := []string{"template", "flowlens", chartDir, "--namespace", namespace}
+		for _, v := range set {
+			args = append(args, "--set", v)
+		}
+		out, err := exec.Command(helmBin(t), args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "needs fleet mode (nats.enabled=true or collector.config.nats.url)") {
+			t.Errorf("helm template --set %v: err %v, want the fleet-mode refusal:\n%s", set, err, out)
+		}
+	}
+	for _, fleet := range []string{"nats.enabled=true", "collector.config.nats.url=nats://nats.example:4222"} {
+		objs := render(t, fleet, "collector.hpa.enabled=true", "collector.pdb.enabled=true")
+		hpa := find(t, objs, "HorizontalPodAutoscaler", "flow-collector")
+		if lo, _, _ := unstructured.NestedInt64(hpa.Object, "spec", "minReplicas"); lo != 2 {
+			t.Errorf("%s: HPA minReplicas %d, want 2", fleet, lo)
+		}
+		find(t, objs, "PodDisruptionBudget", "flow-collector")
+		c := loadWith(t, env(t, find(t, objs, "Deployment", "flow-collector")), collectorconfig.Load)
+		if c.NATS.URL == "" || !c.NATS.StoreFleetFlows {
+			t.Errorf("%s: collector nats %+v, want a URL and store_fleet_flows", fleet, c.NATS)
+		}
 	}
 }
 
@@ -191,7 +222,8 @@ func TestDryRun(t *testing.T) {
 	}{
 		{"default values", nil, nil, ""},
 		{"daemonset and nats", []string{"daemonset.enabled=true", "nats.enabled=true", "injector.enabled=false"}, nil, ""},
-		{"insecure collector without sonar", []string{"collector.insecure=true", "sonar.enabled=false", "collector.hpa.enabled=false"}, nil, ""},
+		{"fleet with hpa and pdb", []string{"nats.enabled=true", "collector.hpa.enabled=true", "collector.pdb.enabled=true"}, nil, ""},
+		{"insecure collector without sonar", []string{"collector.insecure=true", "sonar.enabled=false"}, nil, ""},
 		{"servicemonitor and cert-manager", []string{"serviceMonitor.enabled=true", "certManager.enabled=true", "daemonset.enabled=true"}, crdKinds, ""},
 		{"out-of-range port is rejected", []string{"collector.ports.grpc=70000"}, nil, "70000"},
 	}
