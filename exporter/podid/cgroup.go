@@ -42,14 +42,14 @@ func PodUID(path string) string {
 		if unit, ok := strings.CutSuffix(c, ".slice"); ok {
 			parts := strings.Split(unit, "-")
 			if last := parts[len(parts)-1]; hasPart(parts, "kubepods") {
-				if uid, ok := strings.CutPrefix(last, "pod"); ok && validUID(uid) {
+				if uid, ok := strings.CutPrefix(last, "pod"); ok && validUID(uid, '_') {
 					// systemd escapes the UID's dashes, which separate a slice's parents.
 					return strings.ReplaceAll(uid, "_", "-")
 				}
 			}
 			continue
 		}
-		if uid, ok := strings.CutPrefix(c, "pod"); ok && inKubepods && validUID(uid) {
+		if uid, ok := strings.CutPrefix(c, "pod"); ok && inKubepods && validUID(uid, '-') {
 			return uid
 		}
 	}
@@ -65,14 +65,15 @@ func hasPart(parts []string, p string) bool {
 	return false
 }
 
-// validUID accepts what pod UIDs look like: a UUID, or for static pods the hex hash the kubelet makes
-// of the manifest. Anything else ("podman", "pods") is not a pod's cgroup.
-func validUID(s string) bool {
+// validUID accepts what pod UIDs look like, with sep between the UUID's groups (systemd escapes the
+// dashes as underscores): a UUID, or for static pods the hex hash the kubelet makes of the manifest.
+// Anything else ("podman", "pods") is not a pod's cgroup.
+func validUID(s string, sep rune) bool {
 	if len(s) < 8 {
 		return false
 	}
 	for _, r := range s {
-		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r == '-' || r == '_') {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r == sep) {
 			return false
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -50,6 +51,8 @@ func TestPodUID(t *testing.T) {
 		{"/machine.slice/machine-pod" + static + ".slice", ""}, // a slice outside kubepods
 		{"/kubepods/burstable/podman", ""},
 		{"/kubepods/burstable/pod", ""},
+		{"/kubepods/burstable/pod7f9c2b1e_4d3a_4c5b_9e8f_0a1b2c3d4e5f", ""}, // systemd's escape where it is not systemd's
+		{"/kubepods.slice/kubepods-pod7f9c2b1e.slice", "7f9c2b1e"},
 	}
 	for _, c := range cases {
 		if got := podid.PodUID(c.path); got != c.want {
@@ -292,4 +295,25 @@ func deadServer(t *testing.T) *rest.Config {
 	}
 	ln.Close()
 	return &rest.Config{Host: "https://" + ln.Addr().String()}
+}
+
+// FuzzPodUID: whatever a cgroup path holds, PodUID answers "" or a UID-shaped string that the path
+// spells (dashes or, under the systemd driver, underscores).
+func FuzzPodUID(f *testing.F) {
+	for _, s := range []string{"/" + podidtest.SystemdPath("7f9c2b1e-4d3a-4c5b-9e8f-0a1b2c3d4e5f"), "/" + podidtest.CgroupfsPath("7f9c2b1e-4d3a-4c5b-9e8f-0a1b2c3d4e5f"),
+		"/kubepods/pod", "/kubepods.slice/kubepods-pod.slice", "/a-kubepods-podffffffff.slice", "//kubepods//pod12345678//", "-.slice", "/kubepods/pod1234_5678abcd", "/kubepods-pod1234-5678abcd.slice"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		uid := podid.PodUID(path)
+		if uid == "" {
+			return
+		}
+		if len(uid) < 8 || strings.Trim(uid, "0123456789abcdef-") != "" {
+			t.Fatalf("PodUID(%q) = %q: not UID-shaped", path, uid)
+		}
+		if !strings.Contains(path, "pod"+uid) && !strings.Contains(path, "pod"+underscore(uid)) {
+			t.Fatalf("PodUID(%q) = %q: not in the path", path, uid)
+		}
+	})
 }
