@@ -98,15 +98,19 @@ function draw() {
   }
 
   const max = Math.max(1, ...deps.edges.map((e) => edgeValue(e, by)));
+  // Widths are relative to the largest edge; a dense graph gets thinner lines so that it stays legible.
+  const widest = deps.edges.length > 300 ? 3 : deps.edges.length > 60 ? 5 : 9;
   const counts = { red: 0, amber: 0, green: 0 };
-  for (const e of deps.edges) {
+  // Failing edges are drawn last, on top: they are what a reader looks for.
+  const order = { green: 0, amber: 1, red: 2 };
+  const drawn = deps.edges.map((e) => ({ e, h: health(e, th) })).sort((p, q) => order[p.h] - order[q.h]);
+  for (const { e, h } of drawn) {
     const a = L.pos.get(nodeKey(e.client));
     const b = L.pos.get(nodeKey(e.server));
     if (!a || !b) continue; // every edge's ends are among the nodes; guard a malformed answer anyway
-    const h = health(e, th);
     counts[h]++;
     const d = edgePath(a, b);
-    const width = 1.5 + 8 * Math.sqrt(edgeValue(e, by) / max);
+    const width = 1 + (widest - 1) * Math.sqrt(edgeValue(e, by) / max);
     const g = svg('g', {
       class: `edge ${h}`, 'data-health': h,
       'data-client': e.client.name, 'data-client-namespace': e.client.namespace, 'data-client-cluster': e.client.cluster,
