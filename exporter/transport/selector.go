@@ -132,6 +132,11 @@ func (s *Selector) Send(ctx context.Context, b *flowv1.FlowBatch) (flowv1.AckSta
 		s.hint, s.hintAt = hinter.Hint(), now
 	}
 	h := s.health[name]
+	if err != nil && status == flowv1.AckStatus_ACK_STATUS_REJECTED {
+		// A batch this transport can never carry (a record too large for a datagram): the batch's fault,
+		// not the path's. Passed on, so the sender drops and counts it instead of resending it forever.
+		return status, err
+	}
 	if err == nil {
 		h.fails = 0 // an answer, even RETRY (the collector is full), proves the transport works
 		if rtt := s.Now().Sub(sent); h.rtt == 0 {

@@ -190,3 +190,32 @@ func TestSelectorStampsStatus(t *testing.T) {
 		t.Errorf("a batch without status got %v", b.Status)
 	}
 }
+
+// refuser is a transport that cannot carry any batch, as UDP cannot one with a record over a datagram.
+type refuser struct{ scripted }
+
+func (r *refuser) Send(context.Context, *flowv1.FlowBatch) (flowv1.AckStatus, error) {
+	return flowv1.AckStatus_ACK_STATUS_REJECTED, errors.New("record 0: over the datagram size: datagram too large")
+}
+
+// TestSelectorPassesRejection: a batch a transport refuses to carry comes back REJECTED with its error,
+// for the sender to drop and count, and does not count against the transport.
+func TestSelectorPassesRejection(t *testing.T) {
+	u := &refuser{scripted{name: "udp"}}
+	reg := prometheus.NewRegistry()
+	m, err := NewSelectorMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Selector{Transports: map[string]Transport{"udp": u}, FailAfter: 1, Probe: time.Minute, Metrics: m,
+		Log: zap.NewNop(), Now: time.Now}
+	s.Pin("udp")
+	for range 3 {
+		if st, err := s.Send(context.Background(), &flowv1.FlowBatch{}); st != flowv1.AckStatus_ACK_STATUS_REJECTED || err == nil {
+			t.Fatalf("refused batch: %v, %v; want REJECTED and the error", st, err)
+		}
+	}
+	if f, d := testutil.ToFloat64(m.Failures.WithLabelValues("udp")), testutil.ToFloat64(m.Demotions.WithLabelValues("udp")); f != 0 || d != 0 {
+		t.Errorf("failures %v, demotions %v; want 0, 0", f, d)
+	}
+}
