@@ -6,7 +6,8 @@
 //     kubelet's cgroup names carry the pod UID (see PodUID). Exact: the process that made the socket
 //     ran in that pod.
 //  2. the socket's network namespace and address: a socket outside the host's namespace whose local
-//     address is the pod IP of exactly one running, non-hostNetwork pod on this node belongs to that pod.
+//     address is the pod IP of exactly one non-hostNetwork pod on this node, neither finished nor being
+//     deleted, belongs to that pod.
 //  3. otherwise the host's naming (exporter/hostid): host processes, and hostNetwork pods whose cgroup
 //     is not a kubelet's.
 //
@@ -195,8 +196,10 @@ func (n *Namer) upsert(o any) {
 		return
 	}
 	np := &pod{w: kube.PodWorkload(p, n.cfg.Cluster)}
-	// A finished pod's address is free for the next pod; a hostNetwork pod's is the node's.
-	if !p.Spec.HostNetwork && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+	// A finished pod's address is free for the next pod; a hostNetwork pod's is the node's. A pod being
+	// deleted may release its address at any moment of its grace period, and the next pod to get it may
+	// not be known yet: its address no longer names it (its cgroup still does).
+	if !p.Spec.HostNetwork && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed && p.DeletionTimestamp == nil {
 		np.ips = podIPs(p)
 	}
 	n.mu.Lock()

@@ -221,6 +221,23 @@ func TestNamer(t *testing.T) {
 			return n.Workload(&flow.Record{Netns: podNS, LocalAddr: ip("10.250.0.7"), Comm: "x"}).Pod == "twin-b"
 		})
 
+		// A pod being deleted (a finalizer holds it) is named by its cgroup, no longer by its address.
+		closing := podidtest.Pod(t, client, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "closing", Finalizers: []string{"flowlens.io/test"}},
+			Spec: corev1.PodSpec{NodeName: node}}, "10.250.0.10")
+		_, closingID := podidtest.Cgroup(t, root, podidtest.SystemdPath(string(closing.UID)))
+		eventually(t, "the closing pod by IP", func() bool {
+			return n.Workload(&flow.Record{Netns: podNS, LocalAddr: ip("10.250.0.10"), Comm: "x"}).Pod == "closing"
+		})
+		if err := client.CoreV1().Pods("default").Delete(context.Background(), closing.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the closing pod's IP forgotten", func() bool {
+			return n.Workload(&flow.Record{Netns: podNS, LocalAddr: ip("10.250.0.10"), Comm: "curl"}) == inNetns
+		})
+		eventually(t, "the closing pod by cgroup", func() bool {
+			return n.Workload(&flow.Record{CgroupID: closingID, Netns: podNS, Comm: "x"}) == kube.PodWorkload(closing, "lab")
+		})
+
 		// A deleted pod's address is forgotten at once, its cgroup's UID is not: the last records of its
 		// connections arrive after the delete.
 		if err := client.CoreV1().Pods("default").Delete(context.Background(), web.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr[int64](0)}); err != nil {
