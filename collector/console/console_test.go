@@ -267,6 +267,39 @@ func TestConsole(t *testing.T) {
 		}
 	})
 
+	t.Run("time range and namespace", func(t *testing.T) {
+		edgesShown := func() []string {
+			t.Helper()
+			return eval[[]string](t, b, `[...document.querySelectorAll('#map g.edge')].map(g => g.dataset.client + '->' + g.dataset.server).sort()`)
+		}
+		b.open(t, "map", "#map")
+		// The last 15 minutes hold only the probe's flow (the seed is 30 minutes old).
+		b.after(t, "#map", chromedp.Steps(chromedp.SetValue(chromedp.CSS("#range-preset"), "15m"),
+			chromedp.Evaluate[chromedp.Void](`document.querySelector('#range-preset').dispatchEvent(new Event('change'))`)))
+		if got := edgesShown(); !slices.Equal(got, []string{"probe->api"}) {
+			t.Fatalf("last 15m: edges %v", got)
+		}
+		// A custom range from 3 hours ago to 1 hour ago holds the old web -> db flow alone.
+		local := func(d time.Duration) string { return time.Now().Add(d).Format("2006-01-02T15:04:05") }
+		b.do(t, chromedp.SetValue(chromedp.CSS("#range-preset"), "custom"),
+			chromedp.Evaluate[chromedp.Void](`document.querySelector('#range-preset').dispatchEvent(new Event('change'))`),
+			chromedp.SetValue(chromedp.CSS("#range-from"), local(-3*time.Hour)), chromedp.SetValue(chromedp.CSS("#range-to"), local(-time.Hour)))
+		b.after(t, "#map", chromedp.Click(chromedp.CSS(`#range button[type="submit"]`)))
+		if got := edgesShown(); !slices.Equal(got, []string{"web->db"}) {
+			t.Fatalf("custom range: edges %v", got)
+		}
+		if f := eval[string](t, b, `document.querySelector('#map g.edge').dataset.flows`); f != "1" {
+			t.Fatalf("custom range: web -> db has %s flows", f)
+		}
+		// The namespace box narrows the map to the edges touching infra.
+		b.open(t, "map", "#map")
+		b.after(t, "#map", chromedp.Steps(chromedp.SetValue(chromedp.CSS("#map-namespace"), "infra"),
+			chromedp.Evaluate[chromedp.Void](`document.querySelector('#map-namespace').dispatchEvent(new Event('change'))`)))
+		if got := edgesShown(); !slices.Equal(got, []string{"web->cache"}) {
+			t.Fatalf("namespace infra: edges %v", got)
+		}
+	})
+
 	t.Run("edge click", func(t *testing.T) {
 		b.open(t, "map", "#map")
 		// A real mouse click on the middle of the web -> db curve, which must be that edge on screen.
