@@ -362,6 +362,11 @@ func FuzzHTTPSBody(f *testing.F) {
 	f.Add(zstdEncode(f, raw), uint8(1))
 	f.Add(gzipEncode(f, raw), uint8(2))
 	f.Add(mustMarshal(f, httpsBatch(2, 9)), uint8(0))
+	withStatus := httpsBatch(3, wire.Version)
+	withStatus.Status = &flowv1.ExporterStatus{Transport: "https", TransportReason: "an HTTPS proxy is configured",
+		StartedAt: 1, Drops: map[string]uint64{"kernel/ringbuf_full": 5, "transport/buffer_full": 512}, QueuedRecords: 64}
+	f.Add(mustMarshal(f, withStatus), uint8(0))
+	f.Add(zstdEncode(f, mustMarshal(f, withStatus)), uint8(1))
 	f.Add([]byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f}, uint8(0))
 	h, err := ingest.NewHTTPS(newHTTPSHandler(zap.NewNop(), &httpsSink{}), ingest.HTTPSOptions{MaxBodyBytes: 1 << 16})
 	if err != nil {
