@@ -77,7 +77,7 @@ type Collector struct {
 	UDPKeyFile string `mapstructure:"udp_key_file"`
 	// CAFile verifies the collector's certificate (default: the system roots). CertFile and KeyFile are the
 	// exporter's client certificate, for collectors that require mTLS.
-	CAFile   string `mapstructure:"ca_file"`
+	CAFile string `mapstructure:"ca_file"`
 	// CAPEM is the same CA as text, for sidecars: flowlens-injector hands it to them in
 	// FLOWLENS_COLLECTOR_CA_PEM, as no Secret of the collector's namespace can be mounted in theirs.
 	CAPEM    string `mapstructure:"ca_pem"`
