@@ -50,7 +50,8 @@ function exporterRow(x) {
   const td = (v, cls) => el('td', cls ? { class: cls } : {}, v);
   return el('tr', { 'data-id': x.id, 'data-transport': x.transport },
     td(x.id), td(x.host || ''), td(w.name ? `${w.namespace ? w.namespace + '/' : ''}${w.name}` : ''),
-    td(x.transport), td(x.transport_reason || ''), td(x.received_over || ''), td(fmtRFC3339(x.last_seen)),
+    td(x.transport), td(x.transport_reason || ''), td(x.received_over || ''),
+    td(fmtRFC3339(x.started_at)), td(fmtRFC3339(x.first_seen)), td(fmtRFC3339(x.last_seen)),
     td(x.batches, 'num'), td(x.records, 'num'), td(x.lost_batches, x.lost_batches > 0 ? 'num bad' : 'num'),
     td(drops.length ? drops.map(([r, n]) => `${r}: ${n}`).join(', ') : 'none', drops.length ? 'bad' : ''),
     td(x.queued_records, 'num'), td(ms(x.lag_ms), 'num'), td(ms(x.export_lag_ms), 'num'));
