@@ -8,7 +8,9 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -201,7 +203,7 @@ func (r *Registry) Observe(b *ingest.Batch, oldestEnd int64) {
 	e.lastSeen = max(e.lastSeen, at)
 	e.host, e.workload, e.receivedOver = b.Host, b.Workload, b.Transport
 	if b.Status != nil {
-		e.status = b.Status
+		e.status = bounded(b.Status)
 	}
 	if b.Transport == "udp" {
 		e.lost = b.LostDatagrams
@@ -213,6 +215,35 @@ func (r *Registry) Observe(b *ingest.Batch, oldestEnd int64) {
 		}
 	}
 }
+
+// Bounds on what one exporter's status may make the registry hold: an exporter counts a dozen drop reasons
+// with names of some twenty bytes, so these are far beyond an honest one.
+const (
+	maxDropReasons = 32
+	maxStatusText  = 256 // bytes of a drop reason's name, of the transport and of its reason
+)
+
+// bounded is st, or a copy cut to the bounds when it exceeds them.
+func bounded(st *flowv1.ExporterStatus) *flowv1.ExporterStatus {
+	ok := len(st.Drops) <= maxDropReasons && len(st.Transport) <= maxStatusText && len(st.TransportReason) <= maxStatusText
+	for k := range st.Drops {
+		ok = ok && len(k) <= maxStatusText
+	}
+	if ok {
+		return st
+	}
+	c := &flowv1.ExporterStatus{Transport: cut(st.Transport), TransportReason: cut(st.TransportReason),
+		StartedAt: st.StartedAt, QueuedRecords: st.QueuedRecords, Drops: make(map[string]uint64, maxDropReasons)}
+	for _, k := range slices.Sorted(maps.Keys(st.Drops)) {
+		if len(c.Drops) == maxDropReasons {
+			break
+		}
+		c.Drops[cut(k)] += st.Drops[k]
+	}
+	return c
+}
+
+func cut(s string) string { return strings.Clone(s[:min(len(s), maxStatusText)]) }
 
 // add starts tracking exporter id, first seen at (Unix ns), or returns nil when MaxExporters are
 // tracked even after forgetting those unseen for ForgetAfter. r.mu is held.

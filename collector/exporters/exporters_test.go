@@ -284,3 +284,26 @@ func BenchmarkObserve(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/batch")
 }
+
+// TestStatusBounded: a status beyond any honest exporter's (hundreds of drop reasons, huge names) is kept
+// cut to the bounds, so one exporter cannot make the registry hold megabytes.
+func TestStatusBounded(t *testing.T) {
+	r, _, _ := newRegistry(t, Config{})
+	st := &flowv1.ExporterStatus{Transport: strings.Repeat("u", 10_000), TransportReason: "why", Drops: map[string]uint64{}}
+	for i := range 500 {
+		st.Drops[fmt.Sprintf("stage/reason-%03d", i)] = uint64(i)
+	}
+	st.Drops[strings.Repeat("x", 100_000)] = 1
+	b := batch("a", 1, "grpc", 1, t0, t0)
+	b.Status = st
+	r.Sink(okSink{}).Put(context.Background(), b)
+	e := r.Exporters()[0]
+	if len(e.Drops) != maxDropReasons || len(e.Transport) != maxStatusText || e.TransportReason != "why" || e.Drops["stage/reason-031"] != 31 {
+		t.Errorf("kept %d drop reasons, a transport of %d bytes, reason %q", len(e.Drops), len(e.Transport), e.TransportReason)
+	}
+	for k := range e.Drops {
+		if len(k) > maxStatusText {
+			t.Errorf("drop reason of %d bytes kept", len(k))
+		}
+	}
+}
