@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/flowlens/flowlens/internal/flow"
 )
 
@@ -26,7 +28,7 @@ import (
 type Namer struct {
 	base      flow.Workload // node and cluster, from the config
 	hostNetns uint32
-	cgroupFS  string
+	cgroupFS  string // the cgroup v2 hierarchy (CgroupRoot); empty: none
 	netnsDir  string
 
 	mu       sync.Mutex
@@ -39,7 +41,7 @@ type Namer struct {
 // host's network namespace (the exporter's own, in host scope).
 func New(base flow.Workload, hostNetns uint32) *Namer {
 	return &Namer{base: flow.Workload{Node: base.Node, Cluster: base.Cluster}, hostNetns: hostNetns,
-		cgroupFS: "/sys/fs/cgroup", netnsDir: "/run/netns"}
+		cgroupFS: CgroupRoot("/sys/fs/cgroup"), netnsDir: "/run/netns"}
 }
 
 // Workload names r's local side.
@@ -96,6 +98,9 @@ func (n *Namer) reload() bool {
 		}
 	}
 	n.cgroups = make(map[uint64]string)
+	if n.cgroupFS == "" {
+		return true // no cgroup v2: ids name nothing
+	}
 	filepath.WalkDir(n.cgroupFS, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return nil
@@ -121,4 +126,18 @@ func inode(path string) (uint64, bool) {
 		return 0, false
 	}
 	return st.Ino, true
+}
+
+// CgroupRoot finds the cgroup v2 hierarchy, whose directory inodes are the cgroup ids the kernel
+// programs report: /sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a hybrid one (the v1
+// controllers' trees have inodes of their own, which must not be mistaken for v2 ids). Empty when the
+// host has none.
+func CgroupRoot(base string) string {
+	for _, dir := range []string{base, filepath.Join(base, "unified")} {
+		var st unix.Statfs_t
+		if unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			return dir
+		}
+	}
+	return ""
 }

@@ -8,22 +8,11 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/flowlens/flowlens/exporter/hostid"
 )
 
-// CgroupRoot finds the cgroup v2 hierarchy, whose directory inodes are the cgroup ids the kernel
-// programs report: /sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a hybrid one (the v1
-// controllers' trees have inodes of their own, which must not be mistaken for v2 ids). Empty when the
-// host has none.
-func CgroupRoot(base string) string {
-	for _, dir := range []string{base, filepath.Join(base, "unified")} {
-		var st unix.Statfs_t
-		if unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
-			return dir
-		}
-	}
-	return ""
-}
+// CgroupRoot is hostid.CgroupRoot: where the cgroup v2 hierarchy is mounted.
+func CgroupRoot(base string) string { return hostid.CgroupRoot(base) }
 
 // PodUID is the UID of the pod a cgroup path belongs to, as the kubelet names its cgroups, or "":
 //
