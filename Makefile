@@ -55,12 +55,15 @@ manifests: helm ## render deployments/helm/flowlens into deployments/manifests/f
 
 .PHONY: test
 test: deps envtest helm ## install what the tests need and run them all (kernel tests need root)
+	@scripts/install-chromium.sh
 	$(GO) vet ./...
-	$(GO) test $(TESTFLAGS) ./...
+	# The console's browser test keeps its screenshots in artifacts/console/.
+	FLOWLENS_ARTIFACTS=$(CURDIR)/artifacts $(GO) test $(TESTFLAGS) ./...
 	GOFLAGS= $(GO) test $(TESTFLAGS) ./collector/store # the store's path without the Arrow tag
 
 .PHONY: bench
 bench: deps build envtest ## run the benchmarks one package at a time and print their figures
+	@scripts/install-chromium.sh
 	$(GO) test -p 1 -run '^$$' -bench . -count=1 -timeout 30m ./... | tee bench.out | grep -E '^(figure|Benchmark|ok|FAIL|---)'
 	@echo "full output in bench.out"
 

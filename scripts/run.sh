@@ -34,6 +34,7 @@ exporter=$!
 cat >&2 <<MSG
 
 flowlens is running on this machine:
+  console    http://$API/   (dependency map, flow explorer, IP lookup, fleet health)
   query API  http://$API/api/v1/flows   (also /deps, /top, /failing, /cross, /lookup?ip=..., /ranges?ip=...)
   collector  gRPC ingest 127.0.0.1:9990; metrics http://127.0.0.1:9478/metrics; health http://$API/readyz
   exporter   host scope, flush every $FLUSH; metrics http://127.0.0.1:9477/metrics
