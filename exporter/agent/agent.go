@@ -119,6 +119,15 @@ func Start(ctx context.Context, cfg config.Config, log *zap.Logger, m *metrics.M
 		return nil, err
 	}
 	m.SetKernel(probe.Counters)
+	// The shipper reports the kernel's drops in each batch's status, for the collector's fleet view.
+	if ks, ok := sink.(interface {
+		SetKernelDrops(func() (map[string]uint64, error))
+	}); ok {
+		ks.SetKernelDrops(func() (map[string]uint64, error) {
+			c, err := probe.Counters()
+			return c.Drops, err
+		})
+	}
 	a := &Agent{
 		cfg:     cfg,
 		log:     log,
