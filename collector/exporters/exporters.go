@@ -176,7 +176,9 @@ func (r *Registry) Observe(b *ingest.Batch, oldestEnd int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.byID[b.ExporterID]
-	if e == nil {
+	if e == nil && len(b.ExporterID) <= maxStatusText {
+		// An id beyond any honest exporter's is not tracked (counted as overflow): as a map key it
+		// cannot be cut without merging exporters.
 		e = r.add(b.ExporterID, at)
 	}
 	// The datagrams of one UDP batch share its sequence number: the batch counts once. On the acked
@@ -201,7 +203,7 @@ func (r *Registry) Observe(b *ingest.Batch, oldestEnd int64) {
 	e.records += uint64(len(b.Records))
 	e.lastSeq = b.Seq
 	e.lastSeen = max(e.lastSeen, at)
-	e.host, e.workload, e.receivedOver = b.Host, b.Workload, b.Transport
+	e.host, e.workload, e.receivedOver = short(b.Host), boundedWorkload(b.Workload), b.Transport
 	if b.Status != nil {
 		e.status = bounded(b.Status)
 	}
@@ -216,11 +218,13 @@ func (r *Registry) Observe(b *ingest.Batch, oldestEnd int64) {
 	}
 }
 
-// Bounds on what one exporter's status may make the registry hold: an exporter counts a dozen drop reasons
-// with names of some twenty bytes, so these are far beyond an honest one.
+// Bounds on what one exporter's batches may make the registry hold: an exporter counts a dozen drop
+// reasons with names of some twenty bytes, so these are far beyond an honest one.
 const (
 	maxDropReasons = 32
-	maxStatusText  = 256 // bytes of a drop reason's name, of the transport and of its reason
+	// bytes of a drop reason's name, of the transport and of its reason, of the host and of each
+	// workload field; an exporter id longer than this is not tracked.
+	maxStatusText = 256
 )
 
 // bounded is st, or a copy cut to the bounds when it exceeds them.
@@ -244,6 +248,21 @@ func bounded(st *flowv1.ExporterStatus) *flowv1.ExporterStatus {
 }
 
 func cut(s string) string { return strings.Clone(s[:min(len(s), maxStatusText)]) }
+
+// short is s, or s cut to maxStatusText bytes (a copy: the long original is not kept alive) when longer.
+func short(s string) string {
+	if len(s) <= maxStatusText {
+		return s
+	}
+	return cut(s)
+}
+
+// boundedWorkload is w with each field cut to maxStatusText bytes: the exporter's host and workload are
+// kept per exporter like its status, and bounded like it.
+func boundedWorkload(w flow.Workload) flow.Workload {
+	return flow.Workload{Name: short(w.Name), Namespace: short(w.Namespace), Pod: short(w.Pod),
+		PodUID: short(w.PodUID), Node: short(w.Node), Cluster: short(w.Cluster)}
+}
 
 // add starts tracking exporter id, first seen at (Unix ns), or returns nil when MaxExporters are
 // tracked even after forgetting those unseen for ForgetAfter. r.mu is held.

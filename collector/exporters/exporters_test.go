@@ -307,3 +307,29 @@ func TestStatusBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestIdentityBounded: the host, workload and id an exporter's batches carry are bounded like its status:
+// thousands of exporters each naming itself with megabytes must not make the registry hold gigabytes.
+func TestIdentityBounded(t *testing.T) {
+	r, _, _ := newRegistry(t, Config{})
+	huge := strings.Repeat("h", 1<<20)
+	b := batch("a", 1, "grpc", 1, t0, t0)
+	b.Host = huge
+	b.Workload = flow.Workload{Name: huge, Namespace: huge, Pod: huge, PodUID: huge, Node: huge, Cluster: huge}
+	r.Sink(okSink{}).Put(context.Background(), b)
+	r.Sink(okSink{}).Put(context.Background(), batch(huge, 1, "grpc", 1, t0, t0))
+	got := r.Exporters()
+	if ids := ids(got); ids != "a" {
+		t.Fatalf("exporters %d bytes of ids, want only a", len(ids))
+	}
+	w := got[0].Workload
+	for name, n := range map[string]int{"host": len(got[0].Host), "name": len(w.Name), "namespace": len(w.Namespace),
+		"pod": len(w.Pod), "pod_uid": len(w.PodUID), "node": len(w.Node), "cluster": len(w.Cluster)} {
+		if n != maxStatusText {
+			t.Errorf("%s kept with %d bytes, want %d", name, n, maxStatusText)
+		}
+	}
+	if n := testutil.ToFloat64(r.m.overflow); n != 1 {
+		t.Errorf("overflow %v, want 1 (the batch of the exporter with a huge id)", n)
+	}
+}

@@ -38,7 +38,7 @@ func newMetrics(r *Registry, reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		overflow: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flowlens_collector_exporters_overflow_total",
-			Help: "Batches of exporters not remembered because the most exporters were (stored all the same).",
+			Help: "Batches of exporters not remembered because the most exporters were, or their id was over 256 bytes (stored all the same).",
 		}),
 		forgotten: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flowlens_collector_exporters_forgotten_total",
