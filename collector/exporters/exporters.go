@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -247,7 +248,16 @@ func bounded(st *flowv1.ExporterStatus) *flowv1.ExporterStatus {
 	return c
 }
 
-func cut(s string) string { return strings.Clone(s[:min(len(s), maxStatusText)]) }
+// cut is s cut to at most maxStatusText bytes, at a character boundary: what protobuf handed us is valid
+// UTF-8, and must stay so (a drop reason is a metric label, which the client library refuses otherwise).
+// A copy, so the long original is not kept alive.
+func cut(s string) string {
+	n := min(len(s), maxStatusText)
+	for n < len(s) && n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return strings.Clone(s[:n])
+}
 
 // short is s, or s cut to maxStatusText bytes (a copy: the long original is not kept alive) when longer.
 func short(s string) string {

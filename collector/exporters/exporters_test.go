@@ -333,3 +333,33 @@ func TestIdentityBounded(t *testing.T) {
 		t.Errorf("overflow %v, want 1 (the batch of the exporter with a huge id)", n)
 	}
 }
+
+// TestCutKeepsUTF8: a drop reason cut to the bound stays valid UTF-8 (protobuf hands the collector only
+// valid strings, and a cut inside a character would make an invalid one), so the reported drops metric,
+// which carries it as a label, can be gathered: an invalid label value makes the client library panic.
+func TestCutKeepsUTF8(t *testing.T) {
+	r, _, reg := newRegistry(t, Config{})
+	long := strings.Repeat("€", 100) // 3 bytes each: 256 falls inside one
+	b := batch("a", 1, "grpc", 1, t0, t0)
+	b.Host = long
+	b.Status = &flowv1.ExporterStatus{Transport: long, Drops: map[string]uint64{long: 7}}
+	r.Sink(okSink{}).Put(context.Background(), b)
+	e := r.Exporters()[0]
+	want := strings.Repeat("€", maxStatusText/3)
+	if e.Transport != want || e.Host != want || e.Drops[want] != 7 {
+		t.Fatalf("transport %q, host %q, drops %v: want each cut to %d whole characters", e.Transport, e.Host, e.Drops, maxStatusText/3)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "flowlens_collector_exporters_reported_drops" {
+			if got := mf.GetMetric()[0].GetLabel()[0].GetValue(); got != want {
+				t.Errorf("reported drops reason %q, want %q", got, want)
+			}
+			return
+		}
+	}
+	t.Error("no flowlens_collector_exporters_reported_drops gathered")
+}
