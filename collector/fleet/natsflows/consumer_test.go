@@ -89,7 +89,7 @@ func waitCursor(t *testing.T, st *store.Store, seq uint64) {
 	}
 }
 
-func lastSeq(t *testing.T, p *Publisher) uint64 {
+func lastSeq(t testing.TB, p *Publisher) uint64 {
 	t.Helper()
 	s, err := p.js.Stream(context.Background(), "FLOWLENS_FLOWS")
 	if err != nil {
