@@ -71,12 +71,16 @@ func validUID(s string, sep rune) bool {
 
 // cgroups maps cgroup ids to pod UIDs. A miss re-reads the tree at most once a second, and an id the
 // fresh tree does not hold under a pod is remembered as "" (a host process's cgroup must not make every
-// later record walk the tree).
+// later record walk the tree). A pod's cgroup that leaves the tree (its container exited) is still
+// named for keepDeleted: the sockets the container left closing keep reporting its id, and their final
+// records come after; cgroup ids are never reused, so this cannot misname.
 type cgroups struct {
-	root string // "" when the host has no cgroup v2: every lookup misses
+	root string           // "" when the host has no cgroup v2: every lookup misses
+	now  func() time.Time // nil: time.Now
 
 	mu       sync.Mutex
 	uids     map[uint64]string
+	gone     map[uint64]goneCgroup // pods' cgroups no longer in the tree, kept for keepDeleted
 	loadedAt time.Time
 	walks    int // tree walks so far, for tests
 }
@@ -96,12 +100,26 @@ func (c *cgroups) podUID(id uint64) string {
 	return uid
 }
 
+type goneCgroup struct {
+	uid   string
+	since time.Time // the walk that first missed it
+}
+
+func (c *cgroups) clock() time.Time {
+	if c.now == nil {
+		return time.Now()
+	}
+	return c.now()
+}
+
 func (c *cgroups) reload() bool {
-	if time.Since(c.loadedAt) < time.Second {
+	now := c.clock()
+	if now.Sub(c.loadedAt) < time.Second {
 		return false
 	}
-	c.loadedAt = time.Now()
+	c.loadedAt = now
 	c.walks++
+	old := c.uids
 	c.uids = make(map[uint64]string, len(c.uids))
 	filepath.WalkDir(c.root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
@@ -115,5 +133,28 @@ func (c *cgroups) reload() bool {
 		}
 		return nil
 	})
+	c.keepGone(old, now)
 	return true
+}
+
+// keepGone remembers the pods' cgroups of old that the walk just made did not find, and puts back into
+// c.uids those gone for at most keepDeleted.
+func (c *cgroups) keepGone(old map[uint64]string, now time.Time) {
+	for id, uid := range old {
+		if _, ok := c.uids[id]; !ok && uid != "" {
+			if c.gone == nil {
+				c.gone = make(map[uint64]goneCgroup)
+			}
+			if _, ok := c.gone[id]; !ok {
+				c.gone[id] = goneCgroup{uid: uid, since: now}
+			}
+		}
+	}
+	for id, g := range c.gone {
+		if now.Sub(g.since) > keepDeleted {
+			delete(c.gone, id)
+			continue
+		}
+		c.uids[id] = g.uid
+	}
 }
