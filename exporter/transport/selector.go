@@ -134,8 +134,10 @@ func (s *Selector) Send(ctx context.Context, b *flowv1.FlowBatch) (flowv1.AckSta
 	h := s.health[name]
 	if err != nil && status == flowv1.AckStatus_ACK_STATUS_REJECTED {
 		// A batch this transport can never carry (a record too large for a datagram): the batch's fault,
-		// not the path's. Passed on, so the sender drops and counts it instead of resending it forever.
-		return status, err
+		// not the path's, so it does not count against the transport. Unless the transport is pinned,
+		// another one that is usable carries this batch; with none, the refusal is passed on for the
+		// sender to drop and count instead of resending it forever.
+		return s.carryElsewhere(ctx, now, name, b, status, err)
 	}
 	if err == nil {
 		h.fails = 0 // an answer, even RETRY (the collector is full), proves the transport works
@@ -155,6 +157,24 @@ func (s *Selector) Send(ctx context.Context, b *flowv1.FlowBatch) (flowv1.AckSta
 		s.Log.Warn("transport demoted", zap.String("transport", name), zap.Duration("probe_after", s.Probe), zap.Error(err))
 	}
 	return 0, err
+}
+
+// carryElsewhere sends b, which the transport refused to carry, through the transport the policy picks
+// without refused; or answers the refusal when the choice is pinned or nothing else is usable.
+func (s *Selector) carryElsewhere(ctx context.Context, now time.Time, refused string, b *flowv1.FlowBatch,
+	status flowv1.AckStatus, err error) (flowv1.AckStatus, error) {
+	in := s.instance(now)
+	in.Usable[refused] = false
+	alt, _ := Choose(s.pin(), in)
+	t, ok := s.Transports[alt]
+	if !ok || alt == refused || !in.Usable[alt] {
+		return status, err
+	}
+	if b.Status != nil {
+		b.Status.Transport, b.Status.TransportReason = alt, "this batch does not fit "+refused
+	}
+	s.Log.Debug("batch carried by another transport", zap.String("refused_by", refused), zap.String("carried_by", alt), zap.Error(err))
+	return t.Send(ctx, b)
 }
 
 func (s *Selector) pin() string {

@@ -219,3 +219,35 @@ func TestSelectorPassesRejection(t *testing.T) {
 		t.Errorf("failures %v, demotions %v; want 0, 0", f, d)
 	}
 }
+
+// TestSelectorCarriesRefusedBatchElsewhere: unpinned, a batch one transport cannot carry goes out through
+// another usable one (its status says so), and the refusing transport stays the choice for later batches.
+func TestSelectorCarriesRefusedBatchElsewhere(t *testing.T) {
+	u, g := &refuser{scripted{name: "udp"}}, &scripted{name: "grpc"}
+	m, err := NewSelectorMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Half a core: the policy picks UDP (a constrained instance).
+	s := &Selector{Transports: map[string]Transport{"udp": u, "grpc": g}, FailAfter: 1, Probe: time.Minute, Metrics: m,
+		Log: zap.NewNop(), Now: time.Now, Limits: func() (float64, int64) { return 0.2, 0 }}
+	b := &flowv1.FlowBatch{Status: &flowv1.ExporterStatus{}}
+	st, err := s.Send(context.Background(), b)
+	if st != flowv1.AckStatus_ACK_STATUS_STORED || err != nil || g.sent != 1 {
+		t.Fatalf("refused by udp: %v, %v, grpc sent %d; want STORED through grpc", st, err, g.sent)
+	}
+	if b.Status.Transport != "grpc" || b.Status.TransportReason != "this batch does not fit udp" {
+		t.Errorf("status %+v", b.Status)
+	}
+	if s.Name() != "udp" || testutil.ToFloat64(m.Failures.WithLabelValues("udp")) != 0 {
+		t.Errorf("current %s, udp failures %v: want udp still chosen, no failure", s.Name(), testutil.ToFloat64(m.Failures.WithLabelValues("udp")))
+	}
+	// With grpc down too (demoted), the refusal comes back for the sender to drop and count.
+	g.down = true
+	s.Pin("grpc")
+	s.Send(context.Background(), &flowv1.FlowBatch{})
+	s.Pin("")
+	if st, err := s.Send(context.Background(), &flowv1.FlowBatch{}); st != flowv1.AckStatus_ACK_STATUS_REJECTED || err == nil {
+		t.Fatalf("nothing else usable: %v, %v; want REJECTED", st, err)
+	}
+}
