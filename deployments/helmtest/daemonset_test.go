@@ -69,7 +69,7 @@ func TestDaemonSetRBAC(t *testing.T) {
 		verb, resource string
 		want           bool
 	}{
-		{"get", "pods", true}, {"list", "pods", true}, {"watch", "pods", true},
+		{"get", "pods", false}, {"list", "pods", true}, {"watch", "pods", true},
 		{"update", "pods", false}, {"list", "secrets", false}, {"list", "nodes", false},
 	} {
 		r, err := client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authv1.SelfSubjectAccessReview{
