@@ -117,10 +117,7 @@ func TestCollectorScalesOnlyInFleetMode(t *testing.T) {
 		t.Errorf("default collector replicas %d, want 1", n)
 	}
 	for _, set := range [][]string{{"collector.hpa.enabled=true"}, {"collector.replicas=2"}} {
-		args := []string{"template", "flowlens", chartDir, "--namespace", namespace}
-		for _, v := range set {
-			args = append(args, "--set", v)
-		}
+		args := append([]string{"template", "flowlens", chartDir, "--namespace", namespace}, setArgs(set)...)
 		out, err := exec.Command(helmBin(t), args...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "needs fleet mode (nats.enabled=true or collector.config.nats.url)") {
 			t.Errorf("helm template --set %v: err %v, want the fleet-mode refusal:\n%s", set, err, out)
@@ -353,4 +350,32 @@ func stripImages(v any) any {
 		delete(c.(map[string]any), "imagePullPolicy")
 	}
 	return cs
+}
+
+// The exporters trust ca.crt of the collector's Secret only with a private CA: with a publicly trusted
+// certificate (collector.tls.privateCA=false) nothing mounts the key, which such a Secret may lack.
+func TestCollectorCAOnlyForAPrivateCA(t *testing.T) {
+	for _, tc := range []struct {
+		set  []string
+		want bool
+	}{
+		{[]string{"daemonset.enabled=true"}, true},
+		{[]string{"daemonset.enabled=true", "collector.tls.privateCA=false"}, false},
+		{[]string{"daemonset.enabled=true", "collector.insecure=true"}, false},
+	} {
+		out := string(helm(t, append([]string{"template", "flowlens", chartDir, "--namespace", namespace}, setArgs(tc.set)...)...))
+		for _, s := range []string{"name: collector-ca", "ca_file: /etc/flowlens-injector/collector-ca/ca.crt", "FLOWLENS_COLLECTOR_CA_FILE"} {
+			if got := strings.Contains(out, s); got != tc.want {
+				t.Errorf("--set %v: %q rendered %v, want %v", tc.set, s, got, tc.want)
+			}
+		}
+	}
+}
+
+func setArgs(set []string) []string {
+	var out []string
+	for _, v := range set {
+		out = append(out, "--set", v)
+	}
+	return out
 }

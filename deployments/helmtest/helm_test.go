@@ -56,11 +56,7 @@ func helm(t *testing.T, args ...string) []byte {
 // render runs helm template with the --set values given and returns every object it rendered.
 func render(t *testing.T, set ...string) []*unstructured.Unstructured {
 	t.Helper()
-	args := []string{"template", "flowlens", chartDir, "--namespace", namespace}
-	for _, s := range set {
-		args = append(args, "--set", s)
-	}
-	return parse(t, helm(t, args...))
+	return parse(t, helm(t, append([]string{"template", "flowlens", chartDir, "--namespace", namespace}, setArgs(set)...)...))
 }
 
 // parse splits a multi-document YAML stream into objects, skipping empty documents.

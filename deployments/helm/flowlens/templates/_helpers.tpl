@@ -59,3 +59,8 @@ readOnlyRootFilesystem: true
 capabilities:
   drop: ["ALL"]
 {{- end -}}
+
+{{/* "true" when exporters must trust the CA in the collector's Secret (ca.crt): TLS on, and a private CA. */}}
+{{- define "flowlens.collectorCA" -}}
+{{- if and (not .Values.collector.insecure) .Values.collector.tls.privateCA -}}true{{- end -}}
+{{- end }}
