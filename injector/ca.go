@@ -27,6 +27,10 @@ type CABundle struct {
 	bad   fileStamp
 }
 
+// maxCABytes bounds the PEM copied into every sidecar's environment: a few CA certificates take a few
+// KiB, while a whole system trust store (~200 KiB) would bloat every pod object in etcd.
+const maxCABytes = 64 << 10
+
 // NewCABundle loads file once; a file that holds no certificate is an error at start.
 func NewCABundle(file string, log *zap.Logger, reg prometheus.Registerer) (*CABundle, error) {
 	reloads, err := reloadCounter(reg, "flowlens_injector_ca_reloads_total", "Collector CA (handed to sidecars)")
@@ -95,6 +99,9 @@ func (b *CABundle) load(st fileStamp) error {
 	}
 	if len(out) == 0 {
 		return fmt.Errorf("collector CA %s: no certificate in it", b.file)
+	}
+	if len(out) > maxCABytes {
+		return fmt.Errorf("collector CA %s: %d bytes of certificates, more than %d: every injected pod's spec would carry them", b.file, len(out), maxCABytes)
 	}
 	b.pem, b.stamp = string(out), st
 	return nil

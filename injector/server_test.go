@@ -336,6 +336,15 @@ func TestCollectorCAHandedToSidecars(t *testing.T) {
 		t.Errorf("CA reloads ok %v error %v, want 1 and 1", ok, bad)
 	}
 
+	// At start, a bundle too large for every pod spec is refused.
+	huge := filepath.Join(t.TempDir(), "huge.crt")
+	one, _ := os.ReadFile(filepath.Join(caDir, "tls.crt"))
+	os.WriteFile(huge, bytes.Repeat(one, 200), 0o600)
+	cfg.Collector.CAFile = huge
+	if _, err := Start(cfg, zap.NewNop(), prometheus.NewRegistry(), prometheus.NewRegistry()); err == nil || !strings.Contains(err.Error(), "more than 65536") {
+		t.Fatalf("Start with a huge CA bundle: err %v", err)
+	}
+
 	// At start, a CA file without a certificate is refused with its name.
 	empty := filepath.Join(t.TempDir(), "empty.crt")
 	os.WriteFile(empty, []byte("nothing"), 0o600)
