@@ -46,6 +46,7 @@ type Consumer struct {
 	messages *prometheus.CounterVec
 	records  prometheus.Counter
 	lag      prometheus.Gauge
+	failures prometheus.Counter
 }
 
 // NewConsumer returns a consumer of cfg.Stream into st; Run starts it.
@@ -67,6 +68,10 @@ func NewConsumer(js jetstream.JetStream, cfg ConsumerConfig, st Storer, log *zap
 		records: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flowlens_nats_flows_consumed_records_total", Help: "Flow records other replicas published, stored by this one.",
 		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowlens_nats_flows_consumer_write_errors_total",
+			Help: "Failed writes of the stream's flows to the store; the same messages are written again, never skipped, so a store that keeps failing holds the consumer (watch the pending messages grow).",
+		}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "flowlens_nats_flows_consumer_pending_messages", Help: "Messages of the flows stream not yet read by this replica.",
 		}),
@@ -74,7 +79,7 @@ func NewConsumer(js jetstream.JetStream, cfg ConsumerConfig, st Storer, log *zap
 	for _, r := range []string{"stored", "own", "bad"} {
 		c.messages.WithLabelValues(r)
 	}
-	if err := fleet.Register(reg, "nats consumer", c.messages, c.records, c.lag); err != nil {
+	if err := fleet.Register(reg, "nats consumer", c.messages, c.records, c.lag, c.failures); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -157,6 +162,7 @@ func (c *Consumer) write(ctx context.Context, w store.Write) bool {
 		if ctx.Err() != nil {
 			return false
 		}
+		c.failures.Inc()
 		c.log.Warn("store flows of the stream, retrying", zap.Int("records", len(w.Flows)), zap.Error(err))
 		if !sleep(ctx, c.cfg.Retry) {
 			return false

@@ -54,6 +54,11 @@ func keysOf(recs ...[]flow.Enriched) []string {
 // runConsumer runs a consumer of replica origin into st until the returned stop is called.
 func runConsumer(t *testing.T, srv *natstest.Server, st *store.Store, origin string) (*Consumer, func()) {
 	t.Helper()
+	return runConsumerOn(t, srv, st, origin)
+}
+
+func runConsumerOn(t *testing.T, srv *natstest.Server, st Storer, origin string) (*Consumer, func()) {
+	t.Helper()
 	_, js := srv.Connect(t)
 	c, err := NewConsumer(js, ConsumerConfig{Origin: origin, Retry: 50 * time.Millisecond}, st, zap.NewNop(), prometheus.NewRegistry())
 	if err != nil {
@@ -176,3 +181,31 @@ func messagesOf(t *testing.T, js jetstream.JetStream, origin string) int {
 	}
 	return n
 }
+
+// A store that refuses writes holds the consumer: the messages are retried (counted), never skipped.
+func TestConsumerRetriesFailedWrites(t *testing.T) {
+	srv := natstest.Start(t)
+	b, _ := newPublisher(t, srv, Config{Origin: "collector-b"})
+	if err := b.Publish(context.Background(), fleettest.Records(10, 1)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(store.Config{Path: filepath.Join(t.TempDir(), "a.duckdb"), RollupInterval: -1}, zap.NewNop(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close() // every write now fails
+	c, stop := runConsumerOn(t, srv, &closedAfterCursor{st}, "collector-a")
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(c.failures) < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	if f, r := testutil.ToFloat64(c.failures), testutil.ToFloat64(c.records); f < 2 || r != 0 {
+		t.Fatalf("write failures %v, records stored %v: want the write retried (>= 2) and nothing counted as stored", f, r)
+	}
+}
+
+// closedAfterCursor answers the cursor of a fresh store (0) and passes writes to a closed one.
+type closedAfterCursor struct{ *store.Store }
+
+func (closedAfterCursor) StreamCursor(context.Context, string) (uint64, error) { return 0, nil }
