@@ -9,10 +9,12 @@ const REFRESH_MS = 10000;
 let timer = null;
 let seq = 0;
 
-// stop ends the refresh when the user leaves the page.
+// stop ends the refresh when the user leaves the page. Bumping seq also retires a fetch still in
+// flight, which would otherwise schedule the next refresh on whatever page the user went to.
 export function stop() {
   clearTimeout(timer);
   timer = null;
+  seq++;
 }
 
 export async function render() {
