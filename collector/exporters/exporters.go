@@ -32,8 +32,9 @@ var Transports = [...]string{"grpc", "https", "udp"}
 type Config struct {
 	// MaxExporters is the most exporters remembered. Beyond it a new exporter is not tracked (its
 	// batches still count in the rates) and flowlens_collector_exporters_overflow_total counts its
-	// batches: the exporters already known keep their history. Default 10,000: each takes some 500
-	// bytes, its drops map included, so 5 MB at most.
+	// batches: the exporters already known keep their history. Default 10,000: an honest exporter takes
+	// some 500 bytes, its drops map included (5 MB for all); one that fills every bound (32 drop reasons,
+	// 256-byte names and identity fields) about 10 KB, so 100 MB at worst.
 	MaxExporters int
 	// ForgetAfter is how long an exporter unseen is remembered. Default 24h: a day's restarts of a
 	// fleet (each run has a new exporter id) are still shown, and then make room.
