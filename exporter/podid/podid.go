@@ -79,12 +79,13 @@ type Namer struct {
 	stop     context.CancelFunc
 
 	byCgroup, byIPCount, byHost     prometheus.Counter
-	notCached, ambiguous, notSynced prometheus.Counter
+	notCached, ambiguous, notSynced, ipReused prometheus.Counter
 }
 
 type pod struct {
 	w       flow.Workload
 	ips     []netip.Addr // indexed in byIP
+	created int64        // Unix ns, whole seconds (the API's creationTimestamp)
 	deleted time.Time
 }
 
@@ -122,7 +123,9 @@ func New(client kubernetes.Interface, cfg Config, host HostNamer, reg prometheus
 		Name: "flowlens_exporter_local_workload_incomplete_total",
 		Help: "Records whose pod could not be named in full, by reason: pod_not_cached (its cgroup names a pod " +
 			"UID the cache lacks: the record carries the UID only), pod_ip_ambiguous (two pods hold its address), " +
-			"pods_not_synced (outside the host namespace before the pod list arrived: named as on a host).",
+			"pods_not_synced (outside the host namespace before the pod list arrived: named as on a host), " +
+			"pod_ip_reused (the connection started before the pod holding its address was created: an earlier " +
+			"pod's, named as on a host).",
 	}, []string{"reason"})
 	for _, c := range []prometheus.Collector{resolved, incomplete} {
 		if err := reg.Register(c); err != nil {
@@ -132,6 +135,7 @@ func New(client kubernetes.Interface, cfg Config, host HostNamer, reg prometheus
 	n.byCgroup, n.byIPCount, n.byHost = resolved.WithLabelValues("pod_cgroup"), resolved.WithLabelValues("pod_ip"), resolved.WithLabelValues("host")
 	n.notCached, n.ambiguous, n.notSynced = incomplete.WithLabelValues("pod_not_cached"),
 		incomplete.WithLabelValues("pod_ip_ambiguous"), incomplete.WithLabelValues("pods_not_synced")
+	n.ipReused = incomplete.WithLabelValues("pod_ip_reused")
 	return n, nil
 }
 
@@ -184,7 +188,8 @@ func slim(o any) (any, error) {
 	}
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, Labels: p.Labels,
-			OwnerReferences: p.OwnerReferences, ResourceVersion: p.ResourceVersion, DeletionTimestamp: p.DeletionTimestamp},
+			OwnerReferences: p.OwnerReferences, ResourceVersion: p.ResourceVersion, DeletionTimestamp: p.DeletionTimestamp,
+			CreationTimestamp: p.CreationTimestamp},
 		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
 		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
 	}, nil
@@ -195,7 +200,7 @@ func (n *Namer) upsert(o any) {
 	if !ok {
 		return
 	}
-	np := &pod{w: kube.PodWorkload(p, n.cfg.Cluster)}
+	np := &pod{w: kube.PodWorkload(p, n.cfg.Cluster), created: p.CreationTimestamp.UnixNano()}
 	// A finished pod's address is free for the next pod; a hostNetwork pod's is the node's. A pod being
 	// deleted may release its address at any moment of its grace period, and the next pod to get it may
 	// not be known yet: its address no longer names it (its cgroup still does).
@@ -295,11 +300,16 @@ func (n *Namer) Workload(r *flow.Record) flow.Workload {
 		n.mu.RLock()
 		held := n.byIP[r.LocalAddr]
 		var w flow.Workload
+		var created int64
 		if len(held) == 1 {
-			w = held[0].w
+			w, created = held[0].w, held[0].created
 		}
 		n.mu.RUnlock()
 		switch {
+		case len(held) == 1 && r.StartTime != 0 && r.StartTime < created:
+			// The address was another pod's when this connection began: a late record of a container
+			// whose cgroup is gone, in a pod that has since released the address to this one.
+			n.ipReused.Inc()
 		case len(held) == 1:
 			n.byIPCount.Inc()
 			return w

@@ -148,6 +148,9 @@ func TestNamer(t *testing.T) {
 		t.Fatal("pods never synced")
 	}
 
+	if api.CreationTimestamp.IsZero() {
+		t.Fatal("the API server set no creationTimestamp on the api pod")
+	}
 	podNetns := nettest.NewNetns(t)
 	podNS := podNetns.Inode
 	own := hostNetns(t)
@@ -164,6 +167,10 @@ func TestNamer(t *testing.T) {
 		{"systemd driver: pod cgroup", flow.Record{CgroupID: webPodID, Netns: podNS, LocalAddr: ip("127.0.0.1"), Comm: "nginx"}, kube.PodWorkload(web, "lab")},
 		{"cgroupfs driver", flow.Record{CgroupID: apiID, Netns: own, LocalAddr: ip("10.1.1.1"), Comm: "api"}, kube.PodWorkload(api, "lab")},
 		{"pod IP in a pod netns", flow.Record{Netns: podNS, LocalAddr: ip("10.250.0.3"), Comm: "api"}, kube.PodWorkload(api, "lab")},
+		{"pod IP, a connection younger than the pod", flow.Record{Netns: podNS, LocalAddr: ip("10.250.0.3"), Comm: "api",
+			StartTime: api.CreationTimestamp.UnixNano() + 1e9}, kube.PodWorkload(api, "lab")},
+		{"pod IP, a connection older than the pod: the address was another's", flow.Record{Netns: podNS, LocalAddr: ip("10.250.0.3"),
+			Comm: "old", StartTime: api.CreationTimestamp.UnixNano() - 1e9}, inNetns},
 		{"pod IP in the host netns", flow.Record{Netns: own, LocalAddr: ip("10.250.0.3"), Comm: "curl"}, host("curl")},
 		{"hostNetwork pod's IP", flow.Record{Netns: podNS, LocalAddr: ip("10.250.0.9"), Comm: "curl"}, inNetns},
 		{"another node's pod", flow.Record{Netns: podNS, LocalAddr: ip("10.250.0.5"), Comm: "curl"}, inNetns},
@@ -189,11 +196,12 @@ func TestNamer(t *testing.T) {
 		want               float64
 	}{
 		{"flowlens_exporter_local_workloads_total", "by", "pod_cgroup", 3},
-		{"flowlens_exporter_local_workloads_total", "by", "pod_ip", 1},
-		{"flowlens_exporter_local_workloads_total", "by", "host", 6},
+		{"flowlens_exporter_local_workloads_total", "by", "pod_ip", 2},
+		{"flowlens_exporter_local_workloads_total", "by", "host", 7},
 		{"flowlens_exporter_local_workload_incomplete_total", "reason", "pod_not_cached", 1},
 		{"flowlens_exporter_local_workload_incomplete_total", "reason", "pod_ip_ambiguous", 1},
 		{"flowlens_exporter_local_workload_incomplete_total", "reason", "pods_not_synced", 0},
+		{"flowlens_exporter_local_workload_incomplete_total", "reason", "pod_ip_reused", 1},
 	} {
 		if got := counter(t, reg, c.name, c.label, c.value); got != c.want {
 			t.Errorf("%s{%s=%q} = %v, want %v", c.name, c.label, c.value, got, c.want)
