@@ -2,9 +2,11 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -191,17 +193,62 @@ func TestRemoteSonar(t *testing.T) {
 	})
 }
 
+// A batch's remote addresses that this collector's heartbeats do not cover are asked of sonar in one
+// call, not one per record.
+func TestRemoteSonarOneCallPerBatch(t *testing.T) {
+	sonarIdx, sonarAddr, lookups := serveSonarCounted(t)
+	t0 := time.Now().Add(-time.Minute).UnixNano()
+	web := flow.Workload{Name: "web", Namespace: "shop", Cluster: "east", Node: "n1"}
+	const n = 50
+	var recs []flow.Record
+	for i := range n {
+		ip := netip.AddrFrom4([4]byte{10, 81, 0, byte(i + 1)})
+		sonarIdx.Add(index.Claim{IP: ip, Start: t0 - 10e9, End: t0 + 60e9, Evidence: index.EvidenceHeartbeat,
+			Owner: flow.Workload{Name: fmt.Sprintf("svc-%d", i), Namespace: "infra", Cluster: "east"}})
+		recs = append(recs, flow.Record{LocalAddr: netip.MustParseAddr("10.81.1.1"), LocalPort: uint16(42000 + i), RemoteAddr: ip,
+			RemotePort: 443, Role: flow.RoleClient, StartTime: t0, EndTime: t0 + 1e9, BytesSent: 7, SegsReceived: 3, Close: flow.CloseNormal})
+	}
+	addr := freeAddr(t)
+	col := startCollector(t, t.TempDir(), addr, "--sonar-addr", sonarAddr)
+	defer stopCollector(col)
+	ship(t, addr, web, recs)
+	got := flows(t, col, store.FlowQuery{Port: 443, Limit: 100})
+	if len(got) != n {
+		t.Fatalf("stored %d flows, want %d", len(got), n)
+	}
+	for _, f := range got {
+		if want := fmt.Sprintf("svc-%d", f.RemoteAddr.As4()[3]-1); f.RemoteWorkload.Name != want || f.Attribution != flow.AttributionHeartbeat {
+			t.Errorf("flow to %s: %+v by %v, want %s by HEARTBEAT", f.RemoteAddr, f.RemoteWorkload, f.Attribution, want)
+		}
+	}
+	if c := lookups.Load(); c != 1 {
+		t.Errorf("sonar answered %d Lookup calls for one batch of %d records, want 1", c, n)
+	}
+}
+
 // serveSonar serves a sonar gRPC API on loopback until the test ends, and returns its index and address.
 func serveSonar(t *testing.T) (*index.Index, string) {
+	idx, addr, _ := serveSonarCounted(t)
+	return idx, addr
+}
+
+// serveSonarCounted is serveSonar, also counting the Lookup calls it answers.
+func serveSonarCounted(t *testing.T) (*index.Index, string, *atomic.Int64) {
 	t.Helper()
 	idx := index.New(index.Config{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	var lookups atomic.Int64
+	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if strings.HasSuffix(info.FullMethod, "/Lookup") {
+			lookups.Add(1)
+		}
+		return h(ctx, req)
+	}))
 	sonarapi.NewGRPC(idx, zap.NewNop()).Register(srv)
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
-	return idx, ln.Addr().String()
+	return idx, ln.Addr().String(), &lookups
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/flowlens/flowlens/collector/attribute"
 	"github.com/flowlens/flowlens/sonar/client"
 	"github.com/flowlens/flowlens/sonar/index"
 )
@@ -22,7 +23,7 @@ type remoteIndex struct {
 
 func (r remoteIndex) Lookup(ip netip.Addr, t int64) index.Answer {
 	local := r.Index.Lookup(ip, t)
-	if local.Status == index.Conflict || local.Status == index.Owned && local.Range.Evidence == index.EvidenceHeartbeat {
+	if settled(local) {
 		return local
 	}
 	// The local index answers otherwise only from its CIDR table, which the index consults last: sonar
@@ -32,6 +33,32 @@ func (r remoteIndex) Lookup(ip netip.Addr, t int64) index.Answer {
 		return a
 	}
 	return local
+}
+
+// settled says a local answer needs no word from sonar: this collector's own heartbeats, or a
+// conflict among them.
+func settled(a index.Answer) bool {
+	return a.Status == index.Conflict || a.Status == index.Owned && a.Range.Evidence == index.EvidenceHeartbeat
+}
+
+// LookupBatch is Lookup for many keys, asking sonar once for all those the local index cannot answer.
+func (r remoteIndex) LookupBatch(keys []attribute.Key) []index.Answer {
+	out := make([]index.Answer, len(keys))
+	var ask []client.Query
+	var at []int // positions in out of ask's queries
+	for i, k := range keys {
+		if out[i] = r.Index.Lookup(k.IP, k.At); settled(out[i]) {
+			continue
+		}
+		ask = append(ask, client.Query{IP: k.IP, At: k.At})
+		at = append(at, i)
+	}
+	for j, a := range r.sonar.LookupBatch(ask) {
+		if a.Status != index.Unknown {
+			out[at[j]] = a
+		}
+	}
+	return out
 }
 
 // reporter sends this collector's heartbeats to sonar in the background: Share never blocks, claims

@@ -26,12 +26,50 @@ type Lookuper interface {
 	Lookup(ip netip.Addr, t int64) index.Answer
 }
 
+// BatchLookuper answers many lookups in one go: a remote sonar in one call rather than one each.
+type BatchLookuper interface {
+	LookupBatch(keys []Key) []index.Answer
+}
+
+// Key is one lookup: an index key and a time.
+type Key struct {
+	IP netip.Addr
+	At int64
+}
+
+// Prefetch asks a BatchLookuper about the remote side of n records (rec(i) is the i-th) in one go, and
+// returns the answers for AnswerFor. Other lookupers answer one record at a time, as cheaply in
+// process: Prefetch then returns nil and allocates nothing.
+func Prefetch(l Lookuper, n int, rec func(int) *flow.Record) []index.Answer {
+	bl, ok := l.(BatchLookuper)
+	if !ok || n == 0 {
+		return nil
+	}
+	keys := make([]Key, n)
+	for i := range keys {
+		keys[i].IP, keys[i].At = RemoteKey(rec(i))
+	}
+	return bl.LookupBatch(keys)
+}
+
+// AnswerFor is the answer to the i-th record's lookup: from Prefetch's answers, or asked of l now.
+func AnswerFor(l Lookuper, prefetched []index.Answer, i int, r *flow.Record) index.Answer {
+	if prefetched != nil {
+		return prefetched[i]
+	}
+	return l.Lookup(RemoteKey(r))
+}
+
 // Resolve looks up r's remote address at its start time and, when the answer is good enough to keep
 // (see the package comment), sets RemoteWorkload and Attribution and returns true. final says the
 // record's deadline has passed: then it always decides, UNATTRIBUTED if nothing better is known.
 func Resolve(l Lookuper, r *flow.Enriched, final bool) bool {
-	ip, at := RemoteKey(&r.Record)
-	a := l.Lookup(ip, at)
+	return Apply(r, l.Lookup(RemoteKey(&r.Record)), final)
+}
+
+// Apply is Resolve with the answer to r's lookup in hand (from AnswerFor).
+func Apply(r *flow.Enriched, a index.Answer, final bool) bool {
+	ip, _ := RemoteKey(&r.Record)
 	ok := a.Status == index.Owned && (final || a.Range.Evidence != index.EvidencePodEvent)
 	if isSocketKey(ip) {
 		// Only the socket's own heartbeat names a loopback socket's owner: a CIDR table entry that

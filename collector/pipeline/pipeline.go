@@ -239,16 +239,19 @@ func (p *Pipeline) prepare(b *ingest.Batch) store.Write {
 	w := store.Write{Batches: []store.BatchKey{{ExporterID: b.ExporterID, Seq: b.Seq}}}
 	deadline := p.now().Add(p.cfg.Deadline).UnixNano()
 	room := p.cfg.ParkedRecords - p.parkedLen()
-	for _, r := range b.Records {
+	// With a remote sonar, one call for the batch instead of one per record.
+	pre := attribute.Prefetch(p.idx, len(b.Records), func(i int) *flow.Record { return &b.Records[i] })
+	for i, r := range b.Records {
 		e := flow.Enriched{Record: r, ExporterID: b.ExporterID}
+		a := attribute.AnswerFor(p.idx, pre, i, &e.Record)
 		switch {
-		case attribute.Resolve(p.idx, &e, false):
+		case attribute.Apply(&e, a, false):
 		case len(w.Pending) < room:
 			w.Pending = append(w.Pending, store.Pending{Key: store.PendingKey{ExporterID: b.ExporterID, Seq: b.Seq, N: p.lastN.Add(1)}, Flow: e, Deadline: deadline})
 			continue
 		default:
 			// No room to wait: decide now (UNATTRIBUTED unless a pod event answers), and count it.
-			attribute.Resolve(p.idx, &e, true)
+			attribute.Apply(&e, a, true)
 			p.m.early.Inc()
 		}
 		w.Flows = append(w.Flows, e)
@@ -453,9 +456,10 @@ func (p *Pipeline) decide() []store.Pending {
 	p.parked, p.deciding = nil, len(list)
 	p.mu.Unlock()
 	var decided []store.Pending
+	pre := attribute.Prefetch(p.idx, len(list), func(i int) *flow.Record { return &list[i].Flow.Record })
 	keep := list[:0]
-	for _, pd := range list {
-		if attribute.Resolve(p.idx, &pd.Flow, now >= pd.Deadline) {
+	for i, pd := range list {
+		if attribute.Apply(&pd.Flow, attribute.AnswerFor(p.idx, pre, i, &pd.Flow.Record), now >= pd.Deadline) {
 			decided = append(decided, pd)
 		} else {
 			keep = append(keep, pd)

@@ -150,5 +150,21 @@ func (l *Lookuper) Lookup(ip netip.Addr, t int64) index.Answer {
 	return a
 }
 
+// LookupBatch answers every query in as few calls as sonar's batch limit allows; all Unknown if sonar
+// could not be asked.
+func (l *Lookuper) LookupBatch(qs []Query) []index.Answer {
+	if len(qs) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	defer cancel()
+	as, err := l.c.LookupBatch(ctx, qs)
+	if err != nil {
+		l.errors.Add(1)
+		return make([]index.Answer, len(qs))
+	}
+	return as
+}
+
 // Errors is how many lookups failed.
 func (l *Lookuper) Errors() int64 { return l.errors.Load() }
