@@ -158,6 +158,10 @@ func TestGRPCLookup(t *testing.T) {
 	if a := l.Lookup(addr("10.0.0.5"), t0); a.Status != index.Owned || l.Errors() != 0 {
 		t.Fatalf("Lookuper: %+v, %d errors", a, l.Errors())
 	}
+	// The collector's batch adapter: the same answers as the client's, in calls of at most MaxBatch.
+	if got := l.LookupBatch(many); !reflect.DeepEqual(got, mustBatch(t, s.client, many)) || l.Errors() != 0 {
+		t.Fatalf("Lookuper.LookupBatch: %d answers, %d errors", len(got), l.Errors())
+	}
 }
 
 func TestGRPCBadRequests(t *testing.T) {
@@ -410,4 +414,13 @@ func BenchmarkGRPCBatch(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(len(lat)*1000)/b.Elapsed().Seconds(), "lookups/s")
+}
+
+func mustBatch(t *testing.T, c *client.Client, qs []client.Query) []index.Answer {
+	t.Helper()
+	as, err := c.LookupBatch(context.Background(), qs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return as
 }

@@ -150,20 +150,24 @@ func (l *Lookuper) Lookup(ip netip.Addr, t int64) index.Answer {
 	return a
 }
 
-// LookupBatch answers every query in as few calls as sonar's batch limit allows; all Unknown if sonar
-// could not be asked.
+// LookupBatch answers every query in as few calls as sonar's batch limit allows, each call waiting at
+// most the timeout (a long list is many calls, not one deadline for all); the queries of a call that
+// failed are answered Unknown.
 func (l *Lookuper) LookupBatch(qs []Query) []index.Answer {
-	if len(qs) == 0 {
-		return nil
+	out := make([]index.Answer, 0, len(qs))
+	for len(qs) > 0 {
+		n := min(len(qs), api.MaxBatch)
+		ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+		as, err := l.c.LookupBatch(ctx, qs[:n])
+		cancel()
+		if err != nil {
+			l.errors.Add(1)
+			as = make([]index.Answer, n)
+		}
+		out = append(out, as...)
+		qs = qs[n:]
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
-	defer cancel()
-	as, err := l.c.LookupBatch(ctx, qs)
-	if err != nil {
-		l.errors.Add(1)
-		return make([]index.Answer, len(qs))
-	}
-	return as
+	return out
 }
 
 // Errors is how many lookups failed.

@@ -41,6 +41,11 @@ func TestUnreachable(t *testing.T) {
 	if a := l.Lookup(ip, 0); a.Status != index.Unknown || l.Errors() != 1 {
 		t.Fatalf("Lookuper: %+v, %d errors", a, l.Errors())
 	}
+	// A batch of two calls' worth: every answer Unknown, each failed call counted.
+	as := l.LookupBatch(make([]Query, 10_001))
+	if len(as) != 10_001 || as[0].Status != index.Unknown || as[10_000].Status != index.Unknown || l.Errors() != 3 {
+		t.Fatalf("Lookuper.LookupBatch: %d answers, %d errors; want 10001 Unknown and 3 errors", len(as), l.Errors())
+	}
 	// Empty inputs make no call at all.
 	if as, err := c.LookupBatch(ctx, nil); err != nil || len(as) != 0 {
 		t.Fatalf("LookupBatch(nil): %v %v", as, err)
