@@ -225,7 +225,9 @@ func TestPartsOfOneBatchParkUnderTheirOwnKeys(t *testing.T) {
 	part(e.p, ipC) // two datagrams of batch a/1, one record each
 	part(e.p, ipB)
 	must(t, e.p.Put(ctx, &ingest.Batch{ExporterID: "b", Seq: 1, Records: []flow.Record{conn(beta, ipB, ipA, 80, 40000, flow.RoleServer, t0)}}))
-	waitFor(t, "the record to beta decided", func() bool { return e.p.Stats().Parked == 1 })
+	// Decided is not enough before the stop: its write (which takes it out of the pending table) must
+	// have committed, else the restart finds it parked again. Stored: beta's record and the one to beta.
+	waitFor(t, "the record to beta stored", func() bool { return e.p.Stats().Parked == 1 && len(e.rec.stored()) == 2 })
 	e.stop()
 
 	e2 := start(t, dir, Config{Deadline: time.Hour}, nil)
