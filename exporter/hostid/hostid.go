@@ -6,8 +6,8 @@
 //     "nginx" for nginx.service;
 //   - the process name (comm) otherwise: a shell's curl is "curl".
 //
-// Lookups are cached; a miss re-reads the tables at most once a second, so a burst of new sockets does
-// not walk the cgroup tree per record.
+// Lookups are cached; a miss re-reads the namespace names at most every 50 ms and walks the cgroup tree
+// at most once a second, so a burst of new sockets does not walk the tree per record.
 package hostid
 
 import (
@@ -31,17 +31,27 @@ type Namer struct {
 	cgroupFS  string // the cgroup v2 hierarchy (CgroupRoot); empty: none
 	netnsDir  string
 
-	mu       sync.Mutex
-	netns    map[uint32]string
-	cgroups  map[uint64]string
-	loadedAt time.Time
+	mu      sync.Mutex
+	netns   table[uint32]
+	cgroups table[uint64]
 }
+
+// Re-reading on a miss: the namespace names are a directory of a few files, read again at most every
+// 50 ms so that a namespace `ip netns add` just made is named from its first records; the cgroup tree
+// is walked at most once a second.
+const (
+	netnsEvery  = 50 * time.Millisecond
+	cgroupEvery = time.Second
+)
 
 // New returns a Namer whose workloads carry base's node and cluster. hostNetns is the inode of the
 // host's network namespace (the exporter's own, in host scope).
 func New(base flow.Workload, hostNetns uint32) *Namer {
-	return &Namer{base: flow.Workload{Node: base.Node, Cluster: base.Cluster}, hostNetns: hostNetns,
+	n := &Namer{base: flow.Workload{Node: base.Node, Cluster: base.Cluster}, hostNetns: hostNetns,
 		cgroupFS: CgroupRoot("/sys/fs/cgroup"), netnsDir: "/run/netns"}
+	n.netns = table[uint32]{every: netnsEvery, load: n.loadNetns}
+	n.cgroups = table[uint64]{every: cgroupEvery, load: n.loadCgroups}
+	return n
 }
 
 // Workload names r's local side.
@@ -55,12 +65,12 @@ func (n *Namer) name(r *flow.Record) string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if r.Netns != 0 && r.Netns != n.hostNetns {
-		if name := lookup(n, func() map[uint32]string { return n.netns }, r.Netns); name != "" {
+		if name := n.netns.lookup(r.Netns); name != "" {
 			return name
 		}
 	}
 	if r.CgroupID != 0 {
-		if name := lookup(n, func() map[uint64]string { return n.cgroups }, r.CgroupID); name != "" {
+		if name := n.cgroups.lookup(r.CgroupID); name != "" {
 			return name
 		}
 	}
@@ -70,36 +80,47 @@ func (n *Namer) name(r *flow.Record) string {
 	return "unknown"
 }
 
-// lookup finds id in a table, re-reading the tables on a miss. An id that fresh tables do not hold is
-// remembered as "": a socket in an unnamed namespace or cgroup (the root cgroup, say) must not make
-// every later record walk the cgroup tree again.
-func lookup[K comparable](n *Namer, table func() map[K]string, id K) string {
-	name, ok := table()[id]
-	if !ok && n.reload() {
-		if name, ok = table()[id]; !ok {
-			table()[id] = ""
-		}
+// table is ids to names, re-read on a miss at most every interval. An id that a fresh read does not
+// hold is remembered as "" until the next read: a socket in an unnamed namespace or cgroup (the root
+// cgroup, say) must not make every later record read the table again.
+type table[K comparable] struct {
+	names    map[K]string
+	loadedAt time.Time
+	every    time.Duration
+	load     func() map[K]string
+}
+
+func (t *table[K]) lookup(id K) string {
+	name, ok := t.names[id]
+	if ok || time.Since(t.loadedAt) < t.every {
+		return name
+	}
+	t.loadedAt = time.Now()
+	t.names = t.load()
+	if name, ok = t.names[id]; !ok {
+		t.names[id] = ""
 	}
 	return name
 }
 
-// reload re-reads the namespace and cgroup tables unless it did within the last second.
-func (n *Namer) reload() bool {
-	if time.Since(n.loadedAt) < time.Second {
-		return false
-	}
-	n.loadedAt = time.Now()
-	n.netns = make(map[uint32]string)
+// loadNetns reads the names `ip netns` gave namespaces.
+func (n *Namer) loadNetns() map[uint32]string {
+	names := make(map[uint32]string)
 	if entries, err := os.ReadDir(n.netnsDir); err == nil {
 		for _, e := range entries {
 			if ino, ok := inode(filepath.Join(n.netnsDir, e.Name())); ok {
-				n.netns[uint32(ino)] = "netns/" + e.Name() // the workload name, made once
+				names[uint32(ino)] = "netns/" + e.Name() // the workload name, made once
 			}
 		}
 	}
-	n.cgroups = make(map[uint64]string)
+	return names
+}
+
+// loadCgroups walks the cgroup tree for systemd services.
+func (n *Namer) loadCgroups() map[uint64]string {
+	names := make(map[uint64]string)
 	if n.cgroupFS == "" {
-		return true // no cgroup v2: ids name nothing
+		return names // no cgroup v2: ids name nothing
 	}
 	filepath.WalkDir(n.cgroupFS, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
@@ -110,14 +131,14 @@ func (n *Namer) reload() bool {
 		for i := len(parts) - 1; i >= 0; i-- {
 			if unit, ok := strings.CutSuffix(parts[i], ".service"); ok {
 				if ino, ok := inode(path); ok {
-					n.cgroups[ino] = unit
+					names[ino] = unit
 				}
 				break
 			}
 		}
 		return nil
 	})
-	return true
+	return names
 }
 
 func inode(path string) (uint64, bool) {

@@ -54,7 +54,7 @@ func TestNames(t *testing.T) {
 }
 
 // An id the tables do not hold is remembered after one re-read: it does not walk the cgroup tree for
-// every record, even after the once-a-second guard has passed.
+// every record, even after the guard's interval has passed.
 func TestUnknownIDsReadTheTablesOnce(t *testing.T) {
 	n := New(flow.Workload{Node: "h"}, 1)
 	n.cgroupFS, n.netnsDir = t.TempDir(), t.TempDir()
@@ -62,9 +62,29 @@ func TestUnknownIDsReadTheTablesOnce(t *testing.T) {
 	if got := n.Workload(&r).Name; got != "curl" {
 		t.Fatalf("got %q", got)
 	}
-	first := n.loadedAt
-	n.loadedAt = first.Add(-time.Hour) // as if the guard had long passed
-	if got := n.Workload(&r).Name; got != "curl" || !n.loadedAt.Equal(first.Add(-time.Hour)) {
+	first := n.cgroups.loadedAt
+	n.cgroups.loadedAt = first.Add(-time.Hour) // as if the guard had long passed
+	if got := n.Workload(&r).Name; got != "curl" || !n.cgroups.loadedAt.Equal(first.Add(-time.Hour)) {
 		t.Fatalf("got %q; the tables were read again for a known-unknown id", got)
+	}
+}
+
+// A namespace named right after the names were read is named once the short netns interval has
+// passed, well within the cgroup walk's second.
+func TestNewNamespaceNamedSoon(t *testing.T) {
+	n := New(flow.Workload{Node: "h"}, 1)
+	n.cgroupFS, n.netnsDir = t.TempDir(), t.TempDir()
+	if got := n.Workload(&flow.Record{Netns: 99, Comm: "x"}).Name; got != "x" { // reads the (empty) names
+		t.Fatalf("got %q", got)
+	}
+	f := filepath.Join(n.netnsDir, "green")
+	if err := os.WriteFile(f, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ino, _ := inode(f)
+	r := flow.Record{Netns: uint32(ino), Comm: "curl"}
+	time.Sleep(netnsEvery + 10*time.Millisecond)
+	if got := n.Workload(&r).Name; got != "netns/green" {
+		t.Fatalf("a namespace named %v after the last read: %q, want netns/green", netnsEvery, got)
 	}
 }
