@@ -5,7 +5,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -17,14 +16,7 @@ import (
 // another namespace, and the sidecars run in every namespace. The file is re-read when it changes, so
 // pods created after a CA rotation trust the new CA.
 type CABundle struct {
-	file    string
-	log     *zap.Logger
-	reloads *prometheus.CounterVec
-
-	mu    sync.Mutex
-	pem   string
-	stamp fileStamp
-	bad   fileStamp
+	pem *fileValue[string]
 }
 
 // maxCABytes bounds the PEM copied into every sidecar's environment: a few CA certificates take a few
@@ -37,50 +29,22 @@ func NewCABundle(file string, log *zap.Logger, reg prometheus.Registerer) (*CABu
 	if err != nil {
 		return nil, err
 	}
-	b := &CABundle{file: file, log: log, reloads: reloads}
-	st, err := b.stat()
+	v, err := newFileValue("collector CA", "ca_file", []string{file}, func() (string, error) { return loadCA(file) }, log, reloads)
 	if err != nil {
 		return nil, err
 	}
-	if err := b.load(st); err != nil {
-		return nil, err
-	}
-	return b, nil
+	return &CABundle{pem: v}, nil
 }
 
 // PEM is the bundle, re-read first if the file changed. A changed file that does not parse keeps the
 // previous bundle in service until the file changes again.
-func (b *CABundle) PEM() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	st, err := b.stat()
-	if err != nil || st == b.stamp || st == b.bad {
-		return b.pem
-	}
-	if err := b.load(st); err != nil {
-		b.bad = st
-		b.reloads.WithLabelValues("error").Inc()
-		b.log.Warn("collector CA not reloaded, keeping the previous one", zap.Error(err))
-		return b.pem
-	}
-	b.reloads.WithLabelValues("ok").Inc()
-	b.log.Info("collector CA reloaded", zap.String("ca_file", b.file))
-	return b.pem
-}
+func (b *CABundle) PEM() string { return b.pem.get() }
 
-func (b *CABundle) stat() (fileStamp, error) {
-	fi, err := os.Stat(b.file)
+// loadCA keeps only the file's certificates, re-encoded: comments and keys never reach a pod spec.
+func loadCA(file string) (string, error) {
+	raw, err := os.ReadFile(file)
 	if err != nil {
-		return fileStamp{}, fmt.Errorf("collector CA: %w", err)
-	}
-	return fileStamp{fi.ModTime(), fi.Size()}, nil
-}
-
-// load keeps only the file's certificates, re-encoded: comments and keys never reach a pod spec.
-func (b *CABundle) load(st fileStamp) error {
-	raw, err := os.ReadFile(b.file)
-	if err != nil {
-		return fmt.Errorf("collector CA: %w", err)
+		return "", fmt.Errorf("collector CA: %w", err)
 	}
 	var out []byte
 	for {
@@ -93,16 +57,15 @@ func (b *CABundle) load(st fileStamp) error {
 			continue
 		}
 		if _, err := x509.ParseCertificate(blk.Bytes); err != nil {
-			return fmt.Errorf("collector CA %s: %w", b.file, err)
+			return "", fmt.Errorf("collector CA %s: %w", file, err)
 		}
 		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: blk.Bytes})...)
 	}
 	if len(out) == 0 {
-		return fmt.Errorf("collector CA %s: no certificate in it", b.file)
+		return "", fmt.Errorf("collector CA %s: no certificate in it", file)
 	}
 	if len(out) > maxCABytes {
-		return fmt.Errorf("collector CA %s: %d bytes of certificates, more than %d: every injected pod's spec would carry them", b.file, len(out), maxCABytes)
+		return "", fmt.Errorf("collector CA %s: %d bytes of certificates, more than %d: every injected pod's spec would carry them", file, len(out), maxCABytes)
 	}
-	b.pem, b.stamp = string(out), st
-	return nil
+	return string(out), nil
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,14 +15,7 @@ import (
 // CertReloader serves the certificate in a pair of files and re-reads them when either changes, so a
 // rotated Secret (which the kubelet swaps in through a symlink) is served without a restart.
 type CertReloader struct {
-	certFile, keyFile string
-	log               *zap.Logger
-	reloads           *prometheus.CounterVec
-
-	mu    sync.Mutex
-	cert  *tls.Certificate
-	stamp [2]fileStamp
-	bad   [2]fileStamp // the files' state that last failed to load: not retried until they change again
+	cert *fileValue[*tls.Certificate]
 }
 
 // reloadCounter registers the counter of a file's reloads, by result.
@@ -43,61 +37,92 @@ type fileStamp struct {
 	size int64
 }
 
-// NewCertReloader loads the pair once; a pair that does not load is an error at start.
-func NewCertReloader(certFile, keyFile string, log *zap.Logger, reg prometheus.Registerer) (*CertReloader, error) {
-	reloads, err := reloadCounter(reg, "flowlens_injector_cert_reloads_total", "Serving certificate")
+// fileValue is a value loaded from files and loaded again when any of them changes. A change that
+// fails to load (say the certificate was written and the key not yet) keeps the previous value in
+// service and is tried again only when the files change again.
+type fileValue[T any] struct {
+	what    string // names the value in errors and logs
+	logKey  string // the log field that names files[0] after a reload
+	files   []string
+	load    func() (T, error)
+	log     *zap.Logger
+	reloads *prometheus.CounterVec
+
+	mu    sync.Mutex
+	val   T
+	stamp []fileStamp
+	bad   []fileStamp // the files' state that last failed to load
+}
+
+// newFileValue loads the files once; files that do not load are an error at start.
+func newFileValue[T any](what, logKey string, files []string, load func() (T, error), log *zap.Logger, reloads *prometheus.CounterVec) (*fileValue[T], error) {
+	v := &fileValue[T]{what: what, logKey: logKey, files: files, load: load, log: log, reloads: reloads}
+	st, err := v.stat()
 	if err != nil {
 		return nil, err
 	}
-	r := &CertReloader{certFile: certFile, keyFile: keyFile, log: log, reloads: reloads}
-	st, err := r.stat()
+	if v.val, err = load(); err != nil {
+		return nil, err
+	}
+	v.stamp = st
+	return v, nil
+}
+
+// get is the value, loaded again first if the files changed.
+func (v *fileValue[T]) get() T {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	st, err := v.stat()
+	if err != nil || slices.Equal(st, v.stamp) || slices.Equal(st, v.bad) {
+		return v.val // a missing file mid-swap: the next call looks again
+	}
+	val, err := v.load()
 	if err != nil {
-		return nil, err
+		v.bad = st
+		v.reloads.WithLabelValues("error").Inc()
+		v.log.Warn(v.what+" not reloaded, keeping the previous one", zap.Error(err))
+		return v.val
 	}
-	if err := r.load(st); err != nil {
-		return nil, err
-	}
-	return r, nil
+	v.val, v.stamp = val, st
+	v.reloads.WithLabelValues("ok").Inc()
+	v.log.Info(v.what+" reloaded", zap.String(v.logKey, v.files[0]))
+	return v.val
 }
 
-// GetCertificate is for tls.Config: it checks the files at every handshake (two stats) and reloads them
-// when they changed. A pair that fails to load (say the certificate was written and the key not yet)
-// keeps the previous certificate in service and is tried again when the files change again.
-func (r *CertReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	st, err := r.stat()
-	if err != nil || st == r.stamp || st == r.bad {
-		return r.cert, nil // a missing file mid-swap: the next handshake looks again
-	}
-	if err := r.load(st); err != nil {
-		r.bad = st
-		r.reloads.WithLabelValues("error").Inc()
-		r.log.Warn("serving certificate not reloaded, keeping the previous one", zap.Error(err))
-		return r.cert, nil
-	}
-	r.reloads.WithLabelValues("ok").Inc()
-	r.log.Info("serving certificate reloaded", zap.String("cert_file", r.certFile))
-	return r.cert, nil
-}
-
-func (r *CertReloader) stat() ([2]fileStamp, error) {
-	var st [2]fileStamp
-	for i, f := range []string{r.certFile, r.keyFile} {
+func (v *fileValue[T]) stat() ([]fileStamp, error) {
+	st := make([]fileStamp, len(v.files))
+	for i, f := range v.files {
 		fi, err := os.Stat(f) // follows the Secret volume's symlinks
 		if err != nil {
-			return st, fmt.Errorf("serving certificate: %w", err)
+			return nil, fmt.Errorf("%s: %w", v.what, err)
 		}
 		st[i] = fileStamp{fi.ModTime(), fi.Size()}
 	}
 	return st, nil
 }
 
-func (r *CertReloader) load(st [2]fileStamp) error {
-	c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+// NewCertReloader loads the pair once; a pair that does not load is an error at start.
+func NewCertReloader(certFile, keyFile string, log *zap.Logger, reg prometheus.Registerer) (*CertReloader, error) {
+	reloads, err := reloadCounter(reg, "flowlens_injector_cert_reloads_total", "Serving certificate")
 	if err != nil {
-		return fmt.Errorf("load serving certificate %s, %s: %w", r.certFile, r.keyFile, err)
+		return nil, err
 	}
-	r.cert, r.stamp = &c, st
-	return nil
+	load := func() (*tls.Certificate, error) {
+		c, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("load serving certificate %s, %s: %w", certFile, keyFile, err)
+		}
+		return &c, nil
+	}
+	cert, err := newFileValue("serving certificate", "cert_file", []string{certFile, keyFile}, load, log, reloads)
+	if err != nil {
+		return nil, err
+	}
+	return &CertReloader{cert: cert}, nil
+}
+
+// GetCertificate is for tls.Config: it checks the files at every handshake (two stats) and reloads them
+// when they changed. A pair that fails to load keeps the previous certificate in service.
+func (r *CertReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return r.cert.get(), nil
 }
