@@ -69,9 +69,8 @@ func Resolve(l Lookuper, r *flow.Enriched, final bool) bool {
 
 // Apply is Resolve with the answer to r's lookup in hand (from AnswerFor).
 func Apply(r *flow.Enriched, a index.Answer, final bool) bool {
-	ip, _ := RemoteKey(&r.Record)
 	ok := a.Status == index.Owned && (final || a.Range.Evidence != index.EvidencePodEvent)
-	if isSocketKey(ip) {
+	if remoteSocketKey(&r.Record) {
 		// Only the socket's own heartbeat names a loopback socket's owner: a CIDR table entry that
 		// covers the key's prefix (::/0, say) knows nothing of the host's sockets.
 		ok = ok && a.Range.Evidence == index.EvidenceHeartbeat
@@ -128,6 +127,15 @@ func RemoteKey(r *flow.Record) (netip.Addr, int64) {
 func hostLocal(ip netip.Addr) bool {
 	ip = ip.Unmap()
 	return ip.IsLoopback() || ip.IsUnspecified()
+}
+
+// remoteSocketKey says whether RemoteKey(r) is a socket key, without hashing one: on the per-record path
+// the key was made already, for the lookup.
+func remoteSocketKey(r *flow.Record) bool {
+	if hostLocal(r.RemoteAddr) {
+		return r.LocalWorkload.Node != "" // socketKey: no node, no key
+	}
+	return isSocketKey(r.RemoteAddr.Unmap())
 }
 
 func isSocketKey(ip netip.Addr) bool {

@@ -70,7 +70,7 @@ func New(cfg config.Collector, workload flow.Workload, drops *prometheus.Counter
 	}
 	bufferFull := drops.WithLabelValues("transport", "buffer_full")
 	s.buf = transport.NewBuffer(cfg.BufferBatches, cfg.BufferBytes, func(n int) { bufferFull.Add(float64(n)) })
-	s.status = &status{started: time.Now().UnixNano(), drops: drops, buf: s.buf, now: time.Now}
+	s.status = &status{started: time.Now().UnixNano(), drops: drops, buf: s.buf}
 	rejected := drops.WithLabelValues("transport", "rejected")
 	s.sender = &transport.Sender{Buf: s.buf, T: sel, Timeout: cfg.SendTimeout,
 		Rejected: func(n int) { rejected.Add(float64(n)) }, Stamp: s.status.stamp, Log: log}

@@ -25,7 +25,6 @@ type status struct {
 	kernelRead atomic.Pointer[func() (map[string]uint64, error)]
 	kernel     map[string]uint64 // the latest kernel drops read, by reason
 	kernelAt   time.Time
-	now        func() time.Time
 }
 
 // stamp writes the status into b.
@@ -66,7 +65,7 @@ func (st *status) addDrops(into map[string]uint64) {
 		into[stage+"/"+reason] += uint64(m.GetCounter().GetValue())
 	}
 	if read := st.kernelRead.Load(); read != nil {
-		if now := st.now(); now.Sub(st.kernelAt) >= kernelEvery {
+		if now := time.Now(); now.Sub(st.kernelAt) >= kernelEvery {
 			// On an error (the probe closed at shutdown) the last counts read stand: they only rise.
 			if k, err := (*read)(); err == nil {
 				st.kernel, st.kernelAt = k, now

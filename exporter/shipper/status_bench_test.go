@@ -28,7 +28,7 @@ func BenchmarkStamp(b *testing.B) {
 	for range 8 {
 		buf.Push(&flowv1.FlowBatch{Records: make([]*flowv1.FlowRecord, 512)})
 	}
-	st := &status{started: time.Now().UnixNano(), drops: drops, buf: buf, now: time.Now}
+	st := &status{started: time.Now().UnixNano(), drops: drops, buf: buf}
 	read := func() (map[string]uint64, error) {
 		return map[string]uint64{"ringbuf_full": 3, "reset_notice_lost": 0, "recursion": 0}, nil
 	}
