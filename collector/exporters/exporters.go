@@ -169,12 +169,12 @@ func oldestEnd(records []flow.Record) int64 {
 
 // Observe records an accepted batch whose oldest record ended at oldestEnd (Unix ns; 0: none).
 func (r *Registry) Observe(b *ingest.Batch, oldestEnd int64) {
+	now := r.cfg.Now() // the rates count batches when accepted: a slow store must not backdate them
 	at := b.ReceivedAt
 	if at == 0 {
-		at = r.cfg.Now().UnixNano()
+		at = now.UnixNano()
 	}
 	ti := transportIndex(b.Transport)
-	now := r.cfg.Now() // the rates count batches when accepted: a slow store must not backdate them
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.byID[b.ExporterID]

@@ -48,12 +48,13 @@ type NodeFilter struct {
 // IsZero reports whether f matches every node.
 func (f NodeFilter) IsZero() bool { return f.Name == nil && f.Namespace == nil && f.Cluster == nil }
 
-// orientedSide is the node id of a record's client (c) or server (s) side, as orientedSQL orients it.
+// clientSide and serverSide are the node ids of a record's client and server sides, as orientedSQL
+// orients them.
 const (
-	clientSide = "(CASE WHEN role = 'CLIENT' OR (role = 'UNKNOWN' AND local_port > remote_port) THEN local_nid ELSE remote_nid END)"
-	serverSide = "(CASE WHEN role = 'CLIENT' OR (role = 'UNKNOWN' AND local_port > remote_port) THEN remote_nid ELSE local_nid END)"
+	clientSide = "(CASE WHEN " + clientLocalSQL + " THEN local_nid ELSE remote_nid END)"
+	serverSide = "(CASE WHEN " + clientLocalSQL + " THEN remote_nid ELSE local_nid END)"
 	// countedSQL keeps the records the graph counts; see orientedSQL.
-	countedSQL = "(role = 'CLIENT' OR (role = 'UNKNOWN' AND local_port > remote_port) OR attribution <> 'HEARTBEAT')"
+	countedSQL = "(" + clientLocalSQL + " OR attribution <> 'HEARTBEAT')"
 )
 
 // FlowPage is one page of flows, newest end_time first. Next is empty on the last page.

@@ -58,6 +58,9 @@ func rollupSchema() []string {
 	}
 }
 
+// clientLocalSQL is true for a record whose local side is the connection's client (see orientedSQL).
+const clientLocalSQL = `(role = 'CLIENT' OR (role = 'UNKNOWN' AND local_port > remote_port))`
+
 // Orientation and counting (one definition for the rollup and the raw reads):
 //   - A CLIENT record's local side is the caller; a SERVER record's remote side is. A record whose
 //     role is UNKNOWN (preexisting connection) is taken as the client's when its local port is the
@@ -77,7 +80,7 @@ const orientedSQL = `SELECT
   CASE WHEN cs THEN bytes_received ELSE bytes_sent END AS down,
   close, retransmits, ` + rttBucketSQL + ` AS bucket
 FROM (SELECT end_time, local_nid, remote_nid, bytes_sent, bytes_received, close, retransmits, srtt_us, attribution,
-        (role = 'CLIENT' OR (role = 'UNKNOWN' AND local_port > remote_port)) AS cs
+        ` + clientLocalSQL + ` AS cs
       FROM flows WHERE %s)
 WHERE cs OR attribution <> 'HEARTBEAT'`
 

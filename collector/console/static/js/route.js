@@ -1,6 +1,8 @@
 // route.js: the console's state lives in the URL's hash (#/page?param=value...), so every view,
 // filter and time range can be bookmarked, shared, and reached again with the back button.
 
+import { query } from './api.js';
+
 export const PAGES = ['map', 'flows', 'lookup', 'fleet'];
 
 // current parses location.hash into its page and parameters.
@@ -12,12 +14,7 @@ export function current() {
 
 // go navigates to page with params (an object or URLSearchParams), dropping empty values.
 export function go(page, params) {
-  const qs = new URLSearchParams();
-  for (const [k, v] of params instanceof URLSearchParams ? params.entries() : Object.entries(params || {})) {
-    if (v !== undefined && v !== null && v !== '') qs.set(k, String(v));
-  }
-  const s = qs.toString();
-  location.hash = `#/${page}${s ? '?' + s : ''}`;
+  location.hash = `#/${page}${query(params instanceof URLSearchParams ? Object.fromEntries(params) : params)}`;
 }
 
 // Time range presets, in milliseconds.
