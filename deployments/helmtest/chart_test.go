@@ -34,10 +34,7 @@ var crdKinds = []string{"ServiceMonitor", "PodMonitor", "Certificate", "Issuer"}
 func TestLint(t *testing.T) {
 	for _, set := range [][]string{nil, {"daemonset.enabled=true", "nats.enabled=true"},
 		{"serviceMonitor.enabled=true", "certManager.enabled=true", "collector.insecure=true"}} {
-		args := []string{"lint", "--strict", chartDir}
-		for _, s := range set {
-			args = append(args, "--set", s)
-		}
+		args := append([]string{"lint", "--strict", chartDir}, setArgs(set)...)
 		out := helm(t, args...)
 		if !strings.Contains(string(out), "0 chart(s) failed") {
 			t.Errorf("helm %v: %s", args, out)
@@ -117,7 +114,7 @@ func TestCollectorScalesOnlyInFleetMode(t *testing.T) {
 		t.Errorf("default collector replicas %d, want 1", n)
 	}
 	for _, set := range [][]string{{"collector.hpa.enabled=true"}, {"collector.replicas=2"}} {
-		args := append([]string{"template", "flowlens", chartDir, "--namespace", namespace}, setArgs(set)...)
+		args := templateArgs(set...)
 		out, err := exec.Command(helmBin(t), args...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "needs fleet mode (nats.enabled=true or collector.config.nats.url)") {
 			t.Errorf("helm template --set %v: err %v, want the fleet-mode refusal:\n%s", set, err, out)
@@ -363,7 +360,7 @@ func TestCollectorCAOnlyForAPrivateCA(t *testing.T) {
 		{[]string{"daemonset.enabled=true", "collector.tls.privateCA=false"}, false},
 		{[]string{"daemonset.enabled=true", "collector.insecure=true"}, false},
 	} {
-		out := string(helm(t, append([]string{"template", "flowlens", chartDir, "--namespace", namespace}, setArgs(tc.set)...)...))
+		out := string(helm(t, templateArgs(tc.set...)...))
 		for _, s := range []string{"name: collector-ca", "ca_file: /etc/flowlens-injector/collector-ca/ca.crt", "FLOWLENS_COLLECTOR_CA_FILE"} {
 			if got := strings.Contains(out, s); got != tc.want {
 				t.Errorf("--set %v: %q rendered %v, want %v", tc.set, s, got, tc.want)

@@ -56,7 +56,12 @@ func helm(t *testing.T, args ...string) []byte {
 // render runs helm template with the --set values given and returns every object it rendered.
 func render(t *testing.T, set ...string) []*unstructured.Unstructured {
 	t.Helper()
-	return parse(t, helm(t, append([]string{"template", "flowlens", chartDir, "--namespace", namespace}, setArgs(set)...)...))
+	return parse(t, helm(t, templateArgs(set...)...))
+}
+
+// templateArgs is helm's arguments to render the chart as it is installed, with the --set values given.
+func templateArgs(set ...string) []string {
+	return append([]string{"template", "flowlens", chartDir, "--namespace", namespace}, setArgs(set)...)
 }
 
 // parse splits a multi-document YAML stream into objects, skipping empty documents.

@@ -12,7 +12,7 @@ func TestManifestsFresh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := append(header, helm(t, "template", "flowlens", chartDir, "--namespace", namespace)...)
+	want := append(header, helm(t, templateArgs()...)...)
 	got, err := os.ReadFile(manifestsFile)
 	if err != nil {
 		t.Fatalf("%v: run deployments/manifests/generate.sh", err)
