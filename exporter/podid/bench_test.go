@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ func benchNode(b *testing.B) (*Namer, []uint64) {
 			Spec: corev1.PodSpec{NodeName: "n"}, Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: fmt.Sprintf("10.9.%d.%d", i/250, i%250+1)}})
 		for c := range 2 {
 			dir := filepath.Join(n.cgroups.root, "kubepods.slice/kubepods-burstable.slice",
-				"kubepods-burstable-pod"+underscored(uid)+".slice", fmt.Sprintf("cri-containerd-%064x.scope", c))
+				"kubepods-burstable-pod"+strings.ReplaceAll(uid, "-", "_")+".slice", fmt.Sprintf("cri-containerd-%064x.scope", c))
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				b.Fatal(err)
 			}
@@ -56,16 +57,6 @@ func benchNode(b *testing.B) (*Namer, []uint64) {
 		}
 	}
 	return n, ids
-}
-
-func underscored(s string) string {
-	b := []byte(s)
-	for i := range b {
-		if b[i] == '-' {
-			b[i] = '_'
-		}
-	}
-	return string(b)
 }
 
 // BenchmarkWorkload: the reader's per-record cost of naming, once the tables are warm.

@@ -78,7 +78,7 @@ type Namer struct {
 	factory  informers.SharedInformerFactory
 	stop     context.CancelFunc
 
-	byCgroup, byIPCount, byHost     prometheus.Counter
+	byCgroup, byIPCount, byHost               prometheus.Counter
 	notCached, ambiguous, notSynced, ipReused prometheus.Counter
 }
 
