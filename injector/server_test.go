@@ -3,14 +3,8 @@ package injector
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"math/big"
 	"net/http"
 	"os"
@@ -24,39 +18,28 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/flowlens/flowlens/internal/tlstest"
 )
 
-// writeCert writes a self-signed certificate for 127.0.0.1 with the given serial to dir/tls.crt and
-// dir/tls.key.
-func writeCert(t *testing.T, dir string, serial int64) {
+// writeCert writes a fresh server certificate for localhost and loopback to dir/tls.crt and dir/tls.key
+// and returns its serial number.
+func writeCert(t *testing.T, dir string) *big.Int {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := tlstest.NewCA("flowlens-injector test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "flowlens-injector"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		DNSNames: []string{"localhost"}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	p, err := ca.Server()
 	if err != nil {
 		t.Fatal(err)
 	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	write := func(name, typ string, b []byte) {
-		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
+	for name, b := range map[string][]byte{"tls.crt": p.CertPEM, "tls.key": p.KeyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write("tls.crt", "CERTIFICATE", der)
-	write("tls.key", "EC PRIVATE KEY", kder)
+	return p.TLS.Leaf.SerialNumber
 }
 
 // touch moves both files' modification time, as a Secret update's new files have.
@@ -83,39 +66,39 @@ func startServer(t *testing.T, dir string) (*Server, *prometheus.Registry) {
 }
 
 // servedSerial handshakes with the server and returns its certificate's serial number.
-func servedSerial(t *testing.T, s *Server) int64 {
+func servedSerial(t *testing.T, s *Server) *big.Int {
 	t.Helper()
 	conn, err := tls.Dial("tcp", s.Addr.String(), &tls.Config{InsecureSkipVerify: true})
 	if err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
 	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber
 }
 
 func TestCertificateReload(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, 1)
+	first := writeCert(t, dir)
 	touch(t, dir, time.Now().Add(-time.Minute))
 	s, reg := startServer(t, dir)
-	if got := servedSerial(t, s); got != 1 {
-		t.Fatalf("serial %d, want 1", got)
+	if got := servedSerial(t, s); got.Cmp(first) != 0 {
+		t.Fatalf("serial %v, want %v", got, first)
 	}
-	writeCert(t, dir, 2)
+	second := writeCert(t, dir)
 	touch(t, dir, time.Now())
-	if got := servedSerial(t, s); got != 2 {
-		t.Fatalf("after rotation: serial %d, want 2", got)
+	if got := servedSerial(t, s); got.Cmp(second) != 0 {
+		t.Fatalf("after rotation: serial %v, want %v", got, second)
 	}
 	// A half-written rotation (a key that does not match) keeps the previous certificate in service.
 	other := t.TempDir()
-	writeCert(t, other, 3)
+	writeCert(t, other)
 	key, _ := os.ReadFile(filepath.Join(other, "tls.key"))
 	if err := os.WriteFile(filepath.Join(dir, "tls.key"), key, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	touch(t, dir, time.Now().Add(time.Minute))
-	if got := servedSerial(t, s); got != 2 {
-		t.Fatalf("after a mismatched pair: serial %d, want 2 kept", got)
+	if got := servedSerial(t, s); got.Cmp(second) != 0 {
+		t.Fatalf("after a mismatched pair: serial %v, want %v kept", got, second)
 	}
 	servedSerial(t, s) // not retried until the files change again
 	ok, bad := counter(reg, "flowlens_injector_cert_reloads_total", "ok"), counter(reg, "flowlens_injector_cert_reloads_total", "error")
@@ -152,13 +135,7 @@ func TestStartRefusesMissingCertificate(t *testing.T) {
 // review posts an AdmissionReview for pod to path and returns the response.
 func review(t *testing.T, s *Server, path string, op admissionv1.Operation, pod *corev1.Pod) *admissionv1.AdmissionResponse {
 	t.Helper()
-	raw, _ := json.Marshal(pod)
-	body, _ := json.Marshal(admissionv1.AdmissionReview{
-		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
-		Request: &admissionv1.AdmissionRequest{UID: types.UID("uid-1"), Operation: op, Namespace: "shop",
-			Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}, Object: runtime.RawExtension{Raw: raw}},
-	})
-	code, out := post(t, s, path, body)
+	code, out := post(t, s, path, reviewBody(t, op, pod))
 	if code != http.StatusOK {
 		t.Fatalf("POST %s: %d %s", path, code, out)
 	}
@@ -166,8 +143,8 @@ func review(t *testing.T, s *Server, path string, op admissionv1.Operation, pod 
 	if err := json.Unmarshal(out, &rv); err != nil {
 		t.Fatalf("decode response %s: %v", out, err)
 	}
-	if rv.Response == nil || rv.Response.UID != "uid-1" || !rv.Response.Allowed || rv.Kind != "AdmissionReview" {
-		t.Fatalf("response %s: want allowed, uid-1, kind AdmissionReview", out)
+	if rv.Response == nil || rv.Response.UID != "u" || !rv.Response.Allowed || rv.Kind != "AdmissionReview" {
+		t.Fatalf("response %s: want allowed, the request's uid, kind AdmissionReview", out)
 	}
 	return rv.Response
 }
@@ -187,7 +164,7 @@ func post(t *testing.T, s *Server, path string, body []byte) (int, []byte) {
 
 func TestWebhookAnswers(t *testing.T) {
 	dir := t.TempDir()
-	writeCert(t, dir, 1)
+	writeCert(t, dir)
 	s, reg := startServer(t, dir)
 	app := func() *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}
@@ -243,10 +220,10 @@ func TestLoad(t *testing.T) {
 
 func TestCollectorCAHandedToSidecars(t *testing.T) {
 	dir, caDir := t.TempDir(), t.TempDir()
-	writeCert(t, dir, 1)
+	writeCert(t, dir)
 	// The CA file as a Secret's ca.crt may come: with a key block beside the certificate, which must
 	// never reach a pod spec.
-	writeCert(t, caDir, 10)
+	writeCert(t, caDir)
 	caFile := filepath.Join(caDir, "ca.crt")
 	certPEM := func() string {
 		b, err := os.ReadFile(filepath.Join(caDir, "tls.crt"))
@@ -312,7 +289,7 @@ func TestCollectorCAHandedToSidecars(t *testing.T) {
 		t.Fatalf("sidecar CA:\n%s\nwant exactly the certificate:\n%s", got, first)
 	}
 	// A rotated CA reaches the pods admitted after it.
-	writeCert(t, caDir, 11)
+	writeCert(t, caDir)
 	second := writeCA(time.Now())
 	if second == first {
 		t.Fatal("test bug: the rotated CA is the same")
