@@ -34,7 +34,6 @@ type Env struct {
 	Log  *zap.Logger     // JSON to stderr, tagged with the component's name
 	Reg  *prometheus.Registry
 	stop context.CancelFunc
-	root *zap.Logger
 }
 
 // Setup builds the Env of the binary name, logging at level (debug, info, warn, error).
@@ -48,11 +47,11 @@ func Setup(name, level string) (*Env, error) {
 	context.AfterFunc(ctx, stop)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &Env{Ctx: ctx, Log: log.With(zap.String("component", name)), Reg: reg, stop: stop, root: log}, nil
+	return &Env{Ctx: ctx, Log: log.With(zap.String("component", name)), Reg: reg, stop: stop}, nil
 }
 
 // Close stops listening for signals and flushes the log.
 func (e *Env) Close() {
 	e.stop()
-	_ = e.root.Sync()
+	_ = e.Log.Sync() // the component tag shares the logger's core: this flushes it
 }
